@@ -1,0 +1,116 @@
+"""ImageFolder layout: one sub-folder per class, class names sorted.
+
+Only reads: the user's folder is never written to."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError, DataNotFoundError
+from .image import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+
+def _hidden(name: str) -> bool:
+    # .DS_Store, .ipynb_checkpoints, ._AppleDouble files, __MACOSX from zip files
+    return name.startswith(".") or name.startswith("__MACOSX")
+
+
+@dataclass
+class ImageFolder:
+    root: str
+    classes: list[str]
+    paths: list[str]
+    targets: np.ndarray
+    skipped: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.targets == i).sum()) for i, c in enumerate(self.classes)}
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append({"path": path, "reason": reason})
+        log.warning("skipped %s: %s", path, reason)
+
+    def subset(self, index) -> "ImageFolder":
+        index = np.asarray(index, dtype=np.int64)
+        return ImageFolder(self.root, self.classes, [self.paths[i] for i in index], self.targets[index], self.skipped)
+
+
+def _walk_files(class_dir: str):
+    """Files under class_dir, recursively, hidden entries pruned, no symlinked
+    folders followed (a symlink loop cannot hang the scan)."""
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for name in sorted(filenames):
+            if not _hidden(name):
+                yield os.path.join(dirpath, name)
+
+
+def scan_folder(root: str | os.PathLike, min_classes: int = 2) -> ImageFolder:
+    """Scan ``root/<class>/<image>``. Non-image files are skipped with a warning."""
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise DataNotFoundError(f"Data folder '{root}' does not exist; pass a folder with one sub-folder per class")
+    if not os.path.isdir(root):
+        raise DataError(f"'{root}' is a file, not a folder; pass a folder with one sub-folder per class")
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError as exc:
+        raise DataError(f"Cannot read data folder '{root}' ({exc.strerror}); check its permissions") from None
+    classes = [e for e in entries if not _hidden(e) and os.path.isdir(os.path.join(root, e))]
+    stray = [e for e in entries if not _hidden(e) and os.path.isfile(os.path.join(root, e))]
+    if not classes:
+        hint = f" (it holds {len(stray)} loose files)" if stray else ""
+        raise DataError(
+            f"Data folder '{root}' has no class sub-folders{hint}; put each class's images in ROOT/<class name>/"
+        )
+    if len(classes) < min_classes:
+        raise DataError(
+            f"Data folder '{root}' has {len(classes)} class ({classes[0]!r}); at least {min_classes} are needed, "
+            f"one sub-folder each"
+        )
+    folder = ImageFolder(root, classes, [], np.zeros(0, np.int64))
+    for name in stray:
+        folder.skip(os.path.join(root, name), "file outside any class folder")
+    targets = []
+    for idx, cls in enumerate(classes):
+        found = 0
+        for path in _walk_files(os.path.join(root, cls)):
+            if not path.lower().endswith(IMAGE_EXTENSIONS):
+                folder.skip(path, f"not an image file type ({', '.join(IMAGE_EXTENSIONS)})")
+                continue
+            folder.paths.append(path)
+            targets.append(idx)
+            found += 1
+        if found == 0:
+            raise DataError(
+                f"Class folder '{os.path.join(root, cls)}' has no images; add images "
+                f"({', '.join(IMAGE_EXTENSIONS)}) or remove the folder"
+            )
+    folder.targets = np.asarray(targets, dtype=np.int64)
+    return folder
+
+
+def stratified_split(targets: np.ndarray, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class shuffled split; every class with >= 2 images keeps at least
+    one image on each side."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        n_val = int(round(len(idx) * val_fraction))
+        n_val = min(max(n_val, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(val, np.int64))

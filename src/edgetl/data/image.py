@@ -1,0 +1,78 @@
+"""Safe image decoding: format allowlist, decompression-bomb limit, EXIF
+orientation, and every mode folded into 8-bit RGB (or L)."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# MPO is what many phone cameras write for JPEGs with a depth/preview frame.
+ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"})
+# Decoders Pillow may try; the JPEG decoder itself returns MPO files.
+_OPEN_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
+# Larger than any phone photo (200 MP), far below what would exhaust memory.
+MAX_IMAGE_PIXELS = 200_000_000
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float greyscale: scale to 0-255 instead of clipping."""
+    arr = np.asarray(image, dtype=np.float64)
+    hi = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+    if image.mode in ("I", "F") and arr.min() < 0:
+        arr = arr - arr.min()
+        hi = max(float(arr.max()), 1.0)
+    return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def decode_image(data: bytes, name: str = "<bytes>", channels: str = "RGB") -> Image.Image:
+    """Decode bytes into an upright 8-bit ``channels`` image or raise DataError."""
+    if not data:
+        raise DataError(f"{name}: empty file (0 bytes); remove it or replace it with a real image")
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+            if image.format not in ALLOWED_FORMATS:
+                raise DataError(f"{name}: format {image.format} is not supported; convert it to JPEG or PNG")
+            image.seek(0)  # animated GIF/WebP: the first frame
+            image.load()
+            try:
+                image = ImageOps.exif_transpose(image)
+            except Exception:  # a corrupt EXIF block must not cost the image
+                pass
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{name}: image is too large to decode safely ({exc}); downscale it") from None
+    except Exception as exc:
+        raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc}); remove or re-save it") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _to_8bit(image)
+    if image.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in image.info:
+        # Transparent pixels carry arbitrary colour; show them over white.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert(channels)
+
+
+def load_image(path: str | os.PathLike, channels: str = "RGB") -> Image.Image:
+    """Read and decode one image file (see :func:`decode_image`)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise DataError(f"{os.fspath(path)}: cannot read ({exc.strerror}); check the path and permissions") from None
+    return decode_image(data, os.fspath(path), channels)

@@ -1,0 +1,138 @@
+"""Feature extraction with ONNX Runtime, fed by a pool of decode workers.
+
+Images are hashed (sha256 of their bytes) first; only cache misses are
+decoded and run. Decoding and preprocessing of the next batches happen in
+worker threads (Pillow releases the GIL) while ONNX Runtime runs the current
+one, so the session is not starved."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.image import decode_image
+from ..data.input_spec import InputSpec
+from ..errors import DataError
+from ..export.backbone_onnx import FEATURES_NAME, INPUT_NAME, BackboneGraph, default_cache_dir
+from ..runtime.session import make_session
+from .cache import FeatureCache
+
+log = logging.getLogger(__name__)
+
+
+def show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+@dataclass
+class Extraction:
+    features: np.ndarray  # (n_ok, D), rows in the order of ``ok``
+    ok: np.ndarray  # indices into the input paths that produced features
+    skipped: list[dict] = field(default_factory=list)
+    num_extracted: int = 0  # cache misses actually run
+    num_cached: int = 0
+
+
+def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return None, f"cannot read ({exc.strerror})"
+    if not data:
+        return None, "empty file (0 bytes)"
+    return hashlib.sha256(data).digest(), None
+
+
+def _prepare(paths: list[str], spec: InputSpec):
+    """Decode + preprocess one batch in a worker: (batch, ok_positions, errors)."""
+    arrays, ok, errors = [], [], []
+    for pos, path in enumerate(paths):
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            image = decode_image(data, path, spec.channels)
+            arrays.append(spec.to_array(image))
+            ok.append(pos)
+        except DataError as exc:
+            errors.append((pos, str(exc).split(": ", 1)[-1]))
+        except OSError as exc:
+            errors.append((pos, f"cannot read ({exc.strerror})"))
+    batch = np.stack(arrays) if arrays else None
+    return batch, ok, errors
+
+
+class FeatureExtractor:
+    """Pooled features of a backbone graph, through the cache."""
+
+    def __init__(
+        self,
+        graph: BackboneGraph,
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        num_threads: int | None = None,
+    ):
+        self.graph = graph
+        self.batch_size = batch_size
+        self.num_workers = max(1, num_workers)
+        self.session = make_session(graph.onnx_path, num_threads=num_threads)
+        folder = os.path.join(cache_dir or default_cache_dir(), "features", graph.key)
+        self.cache = FeatureCache(folder)
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([FEATURES_NAME], {INPUT_NAME: batch})[0]
+
+    def extract(self, paths: list[str], progress: bool | None = None, desc: str = "features") -> Extraction:
+        spec = self.graph.input_spec
+        skipped: list[dict] = []
+        keys: list[bytes | None] = [None] * len(paths)
+        with ThreadPoolExecutor(self.num_workers) as pool:
+            for i, (key, err) in enumerate(pool.map(_read_and_hash, paths, chunksize=64)):
+                keys[i] = key
+                if err:
+                    skipped.append({"path": paths[i], "reason": err})
+            # Identical images share a key: extract each distinct one once.
+            todo: dict[bytes, int] = {}
+            for i, key in enumerate(keys):
+                if key is not None and key not in self.cache and key not in todo:
+                    todo[key] = i
+            misses = list(todo.values())
+            failed: dict[bytes, str] = {}
+            num_cached = sum(1 for k in keys if k is not None) - len(misses)
+            bar = tqdm(total=len(misses), desc=desc, unit="img", disable=not show_progress(progress), leave=False)
+            chunks = [misses[i : i + self.batch_size] for i in range(0, len(misses), self.batch_size)]
+            queue: deque = deque()
+            next_chunk = 0
+            # Keep a few batches decoding ahead of the one ONNX Runtime runs.
+            while next_chunk < len(chunks) or queue:
+                while next_chunk < len(chunks) and len(queue) < self.num_workers + 1:
+                    chunk = chunks[next_chunk]
+                    queue.append((chunk, pool.submit(_prepare, [paths[i] for i in chunk], spec)))
+                    next_chunk += 1
+                chunk, future = queue.popleft()
+                batch, ok, errors = future.result()
+                for pos, reason in errors:
+                    failed[keys[chunk[pos]]] = reason
+                if batch is not None:
+                    feats = self.run_batch(batch)
+                    self.cache.put([keys[chunk[pos]] for pos in ok], feats)
+                bar.update(len(chunk))
+            bar.close()
+            self.cache.flush()
+        for i, key in enumerate(keys):
+            if key in failed:  # every copy of a bad file, not only the one decoded
+                skipped.append({"path": paths[i], "reason": failed[key]})
+        for item in skipped:
+            log.warning("skipped %s: %s", item["path"], item["reason"])
+        ok = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in failed], np.int64)
+        features = self.cache.get([keys[i] for i in ok]) if len(ok) else np.zeros((0, 0), np.float32)
+        return Extraction(features, ok, skipped, num_extracted=len(misses), num_cached=num_cached)

@@ -1,0 +1,10 @@
+"""The device runtime: reads a bundle, preprocesses, predicts.
+
+numpy + onnxruntime + Pillow only. It must never import torch (a test
+imports it in a fresh interpreter and checks ``sys.modules``)."""
+
+from ..data.input_spec import InputSpec
+from .bundle import Bundle, read_bundle
+from .predictor import Prediction, Predictor
+
+__all__ = ["Bundle", "InputSpec", "Prediction", "Predictor", "read_bundle"]

@@ -1,0 +1,68 @@
+"""Run a bundle on the device: numpy + onnxruntime + Pillow, never torch."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..data.image import load_image
+from .bundle import INPUT_NAME, OUTPUT_NAME, read_bundle
+from .session import make_session
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+    index: int
+
+    def to_dict(self, path: str | None = None) -> dict:
+        out = {"label": self.label, "probability": self.probability, "index": self.index}
+        return {"path": path, **out} if path is not None else out
+
+
+def to_image(item, channels: str = "RGB") -> Image.Image:
+    """A path, a PIL image or an HxW / HxWxC uint8 array -> upright image."""
+    if isinstance(item, (str, os.PathLike)):
+        return load_image(item, channels)
+    if isinstance(item, Image.Image):
+        return item.convert(channels)
+    arr = np.asarray(item)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"image arrays must be uint8 (0-255), got {arr.dtype}; convert with .astype(np.uint8)")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return Image.fromarray(arr).convert(channels)
+
+
+class Predictor:
+    """Classify images with a bundle's ``model.onnx`` (or ``model.int8.onnx``)."""
+
+    def __init__(self, run_dir: str | os.PathLike, int8: bool = False, num_threads: int | None = None,
+                 batch_size: int = 32):
+        self.bundle = read_bundle(os.fspath(run_dir), int8=int8)
+        self.labels = self.bundle.labels
+        self.input_spec = self.bundle.input_spec
+        self.batch_size = batch_size
+        self._session = make_session(self.bundle.model_path, num_threads=num_threads)
+
+    def preprocess(self, images) -> np.ndarray:
+        """The exact float32 NCHW batch the model takes."""
+        spec = self.input_spec
+        return spec.batch([to_image(item, spec.channels) for item in images])
+
+    def predict_proba(self, images) -> np.ndarray:
+        images = list(images)
+        out = np.zeros((len(images), len(self.labels)), np.float32)
+        for start in range(0, len(images), self.batch_size):
+            batch = self.preprocess(images[start : start + self.batch_size])
+            out[start : start + len(batch)] = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        return out
+
+    def predict(self, images) -> list[Prediction]:
+        proba = self.predict_proba(images)
+        idx = proba.argmax(axis=1)
+        return [Prediction(self.labels[i], float(p[i]), int(i)) for i, p in zip(idx, proba)]

@@ -1,0 +1,223 @@
+"""Folder of labeled images -> on-device bundle, end to end.
+
+scan -> split -> backbone graph (ONNX, cached) -> features (ONNX Runtime,
+cached) -> softmax head -> fused model.onnx + int8 -> agreement check ->
+RUN_DIR, written under a temporary name and renamed when complete."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__
+from .data.folder import scan_folder, stratified_split
+from .data.image import decode_image
+from .errors import DataError, RunExistsError
+from .export.backbone_onnx import export_backbone
+from .features.extract import FeatureExtractor
+from .runtime.bundle import LABELS, METRICS, MODEL_FP32, MODEL_INT8
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+MAX_AGREEMENT_IMAGES = 1000
+NUM_CALIBRATION_IMAGES = 128
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    metrics: dict
+    train_paths: list[str]
+    val_paths: list[str]
+    val_targets: np.ndarray
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _check_out_dir(out_dir: str, data_dir: str, overwrite: bool) -> None:
+    out_abs, data_abs = os.path.realpath(out_dir), os.path.realpath(data_dir)
+    if out_abs == data_abs or out_abs.startswith(data_abs + os.sep):
+        raise DataError(f"--out '{out_dir}' is inside the data folder, which edgetl never writes to; choose another --out")
+    if os.path.exists(out_dir) and not overwrite:
+        raise RunExistsError(f"Run folder '{out_dir}' already exists; pass --overwrite or choose another --out")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise RunExistsError(f"'{out_dir}' is a file; choose another --out")
+
+
+def _publish(tmp_dir: str, out_dir: str) -> None:
+    """Move the finished run into place; an old run is removed only after."""
+    old = None
+    if os.path.exists(out_dir):
+        old = f"{out_dir}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _calibration_batches(paths: list[str], spec, seed: int, batch_size: int = 16):
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(paths))[:NUM_CALIBRATION_IMAGES]
+    arrays = []
+    for i in chosen:
+        with open(paths[i], "rb") as fh:
+            arrays.append(spec.to_array(decode_image(fh.read(), paths[i], spec.channels)))
+    return [np.stack(arrays[i : i + batch_size]) for i in range(0, len(arrays), batch_size)]
+
+
+def train(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | None = "default",
+    image_size: int | None = None,
+    crop_fraction: float | None = None,
+    val_split: float = 0.2,
+    epochs: int = 30,
+    learning_rate: float = 1e-3,
+    l2: float = 1e-4,
+    patience: int = 5,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Transfer-learn a classifier for the images in ``data_dir`` and write
+    the bundle to ``out_dir``. Returns the metrics (also in metrics.json)."""
+    from .export.fuse import fuse_classifier
+    from .heads.softmax import SoftmaxHead
+    from .quantize import quantize_int8
+    from .report import classification_metrics
+    from .runtime.predictor import Predictor
+    from .zoo import get_spec
+
+    import onnx
+
+    data_dir, out_dir = os.fspath(data_dir), os.fspath(out_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    spec = get_spec(backbone)
+    if epochs < 1:
+        raise DataError(f"--epochs must be at least 1, got {epochs}")
+    if image_size is not None and image_size < 16:
+        raise DataError(f"--image-size must be at least 16 pixels, got {image_size}")
+    _check_out_dir(out_dir, data_dir, overwrite)
+    folder = scan_folder(data_dir)
+    input_spec = spec.input_spec
+    if image_size is not None:
+        input_spec = input_spec.replace(image_size=int(image_size))
+    if crop_fraction is not None:
+        input_spec = input_spec.replace(crop_fraction=float(crop_fraction))
+    timings["scan_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    graph = export_backbone(backbone, weights=weights, input_spec=input_spec, cache_dir=cache_dir)
+    timings["export_backbone_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    extractor = FeatureExtractor(graph, cache_dir=cache_dir)
+    extraction = extractor.extract(folder.paths, progress=progress, desc="extracting features")
+    timings["features_s"] = time.perf_counter() - t
+    skipped = folder.skipped + extraction.skipped
+    used = folder.subset(extraction.ok)
+    for idx, cls in enumerate(used.classes):
+        n = int((used.targets == idx).sum())
+        if n < 2:
+            raise DataError(
+                f"Class '{cls}' has {n} usable image{'s' if n != 1 else ''}; each class needs at least 2 "
+                f"(one to train, one to validate): add images to {os.path.join(data_dir, cls)}"
+            )
+    X, y = extraction.features, used.targets
+    train_idx, val_idx = stratified_split(y, val_split, seed)
+
+    t = time.perf_counter()
+    head = SoftmaxHead(epochs=epochs, learning_rate=learning_rate, l2=l2, patience=patience, seed=seed)
+    head.fit(X[train_idx], y[train_idx], X[val_idx], y[val_idx], num_classes=len(used.classes))
+    timings["head_s"] = time.perf_counter() - t
+    val_pred = head.predict(X[val_idx])
+    val_metrics = classification_metrics(y[val_idx], val_pred, used.classes)
+    train_acc = float((head.predict(X[train_idx]) == y[train_idx]).mean())
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = os.path.join(parent, f".{os.path.basename(os.path.abspath(out_dir))}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    try:
+        t = time.perf_counter()
+        W, b = head.folded()
+        fused = fuse_classifier(graph.onnx_path, W, b, used.classes, input_spec, backbone)
+        fp32_path = os.path.join(tmp_dir, MODEL_FP32)
+        onnx.save(fused, fp32_path)
+        with open(os.path.join(tmp_dir, LABELS), "w", encoding="utf-8") as fh:
+            fh.write("".join(f"{c}\n" for c in used.classes))
+        train_paths = [used.paths[i] for i in train_idx]
+        calib = _calibration_batches(train_paths, input_spec, seed)
+        quantize_int8(fp32_path, os.path.join(tmp_dir, MODEL_INT8), calib,
+                      exclude_nodes=("head_fc", "head_softmax"))
+        timings["bundle_s"] = time.perf_counter() - t
+
+        # The device runtime on the bundle vs the host head on cached features.
+        t = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        check = np.sort(rng.permutation(len(val_idx))[:MAX_AGREEMENT_IMAGES])
+        check_paths = [used.paths[val_idx[i]] for i in check]
+        agreement = {}
+        for name, int8 in (("fp32", False), ("int8", True)):
+            pred = Predictor(tmp_dir, int8=int8).predict_proba(check_paths).argmax(axis=1)
+            agreement[f"agreement_{name}"] = float((pred == val_pred[check]).mean())
+            agreement[f"bundle_accuracy_{name}"] = float((pred == y[val_idx][check]).mean())
+        timings["agreement_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+
+        metrics = {
+            "edgetl_version": __version__,
+            "backbone": backbone,
+            "weights": graph.weights_id,
+            "input_spec": json.loads(input_spec.to_json()),
+            "labels": used.classes,
+            "val_accuracy": val_metrics["accuracy"],
+            "train_accuracy": train_acc,
+            "per_class": val_metrics["per_class"],
+            "confusion_matrix": val_metrics["confusion_matrix"],
+            **agreement,
+            "agreement_n": int(len(check)),
+            "counts": {
+                "images_found": len(folder.paths),
+                "images_used": len(used.paths),
+                "train": int(len(train_idx)),
+                "val": int(len(val_idx)),
+                "skipped": len(skipped),
+                "per_class": used.counts(),
+            },
+            "skipped": skipped,
+            "features": {"extracted": extraction.num_extracted, "from_cache": extraction.num_cached,
+                         "dim": int(X.shape[1])},
+            "head": {"type": "softmax", "epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_,
+                     "learning_rate": learning_rate, "l2": l2, "history": head.history_},
+            "config": {"val_split": val_split, "epochs": epochs, "seed": seed, "image_size": input_spec.image_size},
+            "model_mb": {
+                "fp32": os.path.getsize(fp32_path) / 1e6,
+                "int8": os.path.getsize(os.path.join(tmp_dir, MODEL_INT8)) / 1e6,
+            },
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        }
+        _atomic_write_text(os.path.join(tmp_dir, METRICS), json.dumps(metrics, indent=2) + "\n")
+        _publish(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return TrainResult(out_dir, metrics, train_paths, [used.paths[i] for i in val_idx], y[val_idx])

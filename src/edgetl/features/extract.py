@@ -135,4 +135,5 @@ class FeatureExtractor:
             log.warning("skipped %s: %s", item["path"], item["reason"])
         ok = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in failed], np.int64)
         features = self.cache.get([keys[i] for i in ok]) if len(ok) else np.zeros((0, 0), np.float32)
-        return Extraction(features, ok, skipped, num_extracted=len(misses), num_cached=num_cached)
+        # Failed decodes are retried next time; they are not 'extracted'.
+        return Extraction(features, ok, skipped, num_extracted=len(misses) - len(set(failed)), num_cached=num_cached)

@@ -13,6 +13,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+MIN_STEPS = 25  # optimizer steps per epoch, at least
+
 
 class _Adam:
     """Adam (Kingma & Ba 2015) on plain tensors, updated in place."""
@@ -74,10 +76,15 @@ class SoftmaxHead:
         self.best_epoch_ = 0
         # Shuffle rows once, then visit contiguous batches in a new random
         # order each epoch: re-gathering all rows every epoch costs more than
-        # the training itself at 60,000 x 1,280.
+        # the training itself at 60,000 x 1,280. A small set is repeated so an
+        # epoch is at least MIN_STEPS steps: 30 single-step epochs on 30
+        # images would leave the head far from converged.
         order = torch.randperm(n, generator=gen)
         Xt, yt = Xt[order], yt[order]
-        starts = torch.arange(0, n, batch_size)
+        repeats = max(1, -(-MIN_STEPS * batch_size // n))
+        if repeats > 1:
+            Xt, yt = Xt.repeat(repeats, 1), yt.repeat(repeats)
+        starts = torch.arange(0, len(yt), batch_size)
         for epoch in range(self.epochs):
             total = 0.0
             for start in starts[torch.randperm(len(starts), generator=gen)].tolist():
@@ -90,7 +97,7 @@ class SoftmaxHead:
                 g[torch.arange(m), yb] -= 1.0
                 g /= m
                 adam.step([torch.addmm(W, g.T, xb, beta=self.l2), g.sum(0)])
-            record = {"epoch": epoch + 1, "train_loss": total / n + 0.5 * self.l2 * float(W.pow(2).sum())}
+            record = {"epoch": epoch + 1, "train_loss": total / len(yt) + 0.5 * self.l2 * float(W.pow(2).sum())}
             if has_val:
                 vl = torch.addmm(b, Xv, W.T)
                 val_loss = float(torch.nn.functional.cross_entropy(vl, yv))

@@ -1,0 +1,54 @@
+"""Shared fixtures. One cache folder for the whole session so each backbone
+graph is exported once; small synthetic folders keep the suite fast."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session", autouse=True)
+def edgetl_cache(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("edgetl-cache")
+    old = os.environ.get("EDGETL_CACHE_DIR")
+    os.environ["EDGETL_CACHE_DIR"] = str(folder)
+    yield str(folder)
+    if old is None:
+        os.environ.pop("EDGETL_CACHE_DIR", None)
+    else:
+        os.environ["EDGETL_CACHE_DIR"] = old
+
+
+def make_shapes_folder(root, num_per_class: int = 12, size: int = 48, seed: int = 0) -> str:
+    """Three visually distinct classes: red discs, green bars, blue checkers,
+    on noisy backgrounds of varying brightness."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for cls in ("disc", "bars", "checker"):
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+    for i in range(num_per_class):
+        for cls in ("disc", "bars", "checker"):
+            bg = rng.integers(60, 200)
+            img = np.clip(rng.normal(bg, 20, (size, size, 3)), 0, 255)
+            if cls == "disc":
+                cy, cx, r = rng.integers(size // 3, 2 * size // 3, 2).tolist() + [size // 4 + rng.integers(0, 4)]
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+                img[mask] = (230, 30, 30)
+            elif cls == "bars":
+                period = int(rng.integers(6, 10))
+                mask = (xx // (period // 2)) % 2 == 0
+                img[mask] = (30, 200, 40)
+            else:
+                cell = int(rng.integers(5, 9))
+                mask = ((xx // cell) + (yy // cell)) % 2 == 0
+                img[mask] = (30, 40, 220)
+            Image.fromarray(img.astype(np.uint8)).save(os.path.join(root, cls, f"{i:03d}.png"))
+    return str(root)
+
+
+@pytest.fixture
+def shapes_dir(tmp_path):
+    return make_shapes_folder(tmp_path / "shapes")

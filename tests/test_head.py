@@ -5,9 +5,9 @@ import numpy as np
 from edgetl.heads.softmax import SoftmaxHead
 
 
-def _blobs(n, d=64, c=4, seed=0):
+def _blobs(n, d=64, c=4, seed=0, spread=3.0):
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(c, d)) * 3
+    centers = rng.normal(size=(c, d)) * spread
     y = rng.integers(0, c, n)
     return (centers[y] + rng.normal(size=(n, d)) * rng.uniform(0.5, 20, d)).astype(np.float32), y
 
@@ -34,7 +34,7 @@ def test_deterministic_for_seed():
 
 def test_early_stopping_keeps_best_epoch():
     # Few samples, many noisy dimensions: the validation loss turns up soon.
-    X, y = _blobs(140, d=500)
+    X, y = _blobs(140, d=500, spread=0.5)
     X, y, Xv, yv = X[:40], y[:40], X[40:], y[40:]
     head = SoftmaxHead(epochs=200, patience=3, l2=0.0, seed=0).fit(X, y, Xv, yv)
     assert head.n_epochs_ < 200

@@ -104,7 +104,8 @@ class SoftmaxHead:
                 val_acc = float((vl.argmax(1) == yv).float().mean())
                 record.update(val_loss=val_loss, val_accuracy=val_acc)
                 # Accuracy first, loss breaks ties: small validation sets tie often.
-                if (val_acc, -val_loss) > (best[0], -best[1]):
+                # A loss gain under 1e-3 is noise; otherwise the run never stops.
+                if val_acc > best[0] or (val_acc == best[0] and val_loss < best[1] - 1e-3):
                     best = (val_acc, val_loss)
                     best_state = (W.clone(), b.clone())
                     self.best_epoch_ = epoch + 1

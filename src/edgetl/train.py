@@ -128,6 +128,8 @@ def train(
     timings["export_backbone_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    log.info("%d images in %d classes; extracting features at %d px", len(folder.paths), len(folder.classes),
+             input_spec.image_size)
     extractor = FeatureExtractor(graph, cache_dir=cache_dir)
     extraction = extractor.extract(folder.paths, progress=progress, desc="extracting features")
     timings["features_s"] = time.perf_counter() - t
@@ -144,6 +146,7 @@ def train(
     train_idx, val_idx = stratified_split(y, val_split, seed)
 
     t = time.perf_counter()
+    log.info("training the softmax head on %d images, validating on %d", len(train_idx), len(val_idx))
     head = SoftmaxHead(epochs=epochs, learning_rate=learning_rate, l2=l2, patience=patience, seed=seed)
     head.fit(X[train_idx], y[train_idx], X[val_idx], y[val_idx], num_classes=len(used.classes))
     timings["head_s"] = time.perf_counter() - t
@@ -158,6 +161,8 @@ def train(
     os.makedirs(tmp_dir)
     try:
         t = time.perf_counter()
+        log.info("exporting model.onnx and model.int8.onnx (calibrated on %d training images)",
+                 min(NUM_CALIBRATION_IMAGES, len(train_idx)))
         W, b = head.folded()
         fused = fuse_classifier(graph.onnx_path, W, b, used.classes, input_spec, backbone)
         fp32_path = os.path.join(tmp_dir, MODEL_FP32)
@@ -172,6 +177,7 @@ def train(
 
         # The device runtime on the bundle vs the host head on cached features.
         t = time.perf_counter()
+        log.info("checking the exported models against the host on validation images")
         rng = np.random.default_rng(seed)
         check = np.sort(rng.permutation(len(val_idx))[:MAX_AGREEMENT_IMAGES])
         check_paths = [used.paths[val_idx[i]] for i in check]

@@ -112,6 +112,8 @@ def train(
     spec = get_spec(backbone)
     if epochs < 1:
         raise DataError(f"--epochs must be at least 1, got {epochs}")
+    if not 0.0 < val_split < 1.0:
+        raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_split}")
     if image_size is not None and image_size < 16:
         raise DataError(f"--image-size must be at least 16 pixels, got {image_size}")
     _check_out_dir(out_dir, data_dir, overwrite)

@@ -179,9 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     handler = _StderrHandler()
     handler.setFormatter(_Formatter())
     root = logging.getLogger("edgetl")
+    saved = (root.handlers[:], root.level, root.propagate)
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     root.propagate = False
+    try:
+        return _run(args)
+    finally:
+        root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except EdgetlError as exc:

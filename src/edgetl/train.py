@@ -50,6 +50,9 @@ def _check_out_dir(out_dir: str, data_dir: str, overwrite: bool) -> None:
     out_abs, data_abs = os.path.realpath(out_dir), os.path.realpath(data_dir)
     if out_abs == data_abs or out_abs.startswith(data_abs + os.sep):
         raise DataError(f"--out '{out_dir}' is inside the data folder, which edgetl never writes to; choose another --out")
+    if data_abs.startswith(out_abs + os.sep):
+        # --overwrite would replace out_dir, and the photos inside it with it.
+        raise DataError(f"--out '{out_dir}' contains the data folder; choose an --out outside '{data_dir}'")
     if os.path.exists(out_dir) and not overwrite:
         raise RunExistsError(f"Run folder '{out_dir}' already exists; pass --overwrite or choose another --out")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,8 +16,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"})
 # Decoders Pillow may try; the JPEG decoder itself returns MPO files.
 _OPEN_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
-# Larger than any phone photo (200 MP), far below what would exhaust memory.
-MAX_IMAGE_PIXELS = 200_000_000
+# Above a 108 MP phone photo, below Pillow's own hard limit (2 x 89.5 MP),
+# far below what would exhaust memory.
+MAX_IMAGE_PIXELS = 120_000_000
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -32,31 +32,38 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, name: str = "<bytes>", channels: str = "RGB") -> Image.Image:
-    """Decode bytes into an upright 8-bit ``channels`` image or raise DataError."""
+    """Decode bytes into an upright 8-bit ``channels`` image or raise DataError.
+
+    Thread-safe (decode workers call it concurrently): the pixel limit is
+    checked here against the header's size before any pixel is decoded,
+    without touching Pillow's global ``Image.MAX_IMAGE_PIXELS``."""
     if not data:
         raise DataError(f"{name}: empty file (0 bytes); remove it or replace it with a real image")
-    previous = Image.MAX_IMAGE_PIXELS
+    kinds = "JPEG, PNG, BMP, GIF or WebP"
     try:
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
-            if image.format not in ALLOWED_FORMATS:
-                raise DataError(f"{name}: format {image.format} is not supported; convert it to JPEG or PNG")
-            image.seek(0)  # animated GIF/WebP: the first frame
-            image.load()
-            try:
-                image = ImageOps.exif_transpose(image)
-            except Exception:  # a corrupt EXIF block must not cost the image
-                pass
-    except DataError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{name}: image is too large to decode safely ({exc}); downscale it") from None
+        image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    except Image.DecompressionBombError:
+        raise DataError(f"{name}: image is too large to decode safely (over {MAX_IMAGE_PIXELS:,} pixels); "
+                        f"downscale it") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{name}: not a readable image (not {kinds}, or damaged); remove it or convert it") from None
     except Exception as exc:
         raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc}); remove or re-save it") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"{name}: image is too large to decode safely ({width} x {height} pixels, limit "
+                        f"{MAX_IMAGE_PIXELS:,}); downscale it")
+    if image.format not in ALLOWED_FORMATS:
+        raise DataError(f"{name}: format {image.format} is not supported; convert it to JPEG or PNG")
+    try:
+        image.seek(0)  # animated GIF/WebP: the first frame
+        image.load()
+    except Exception as exc:
+        raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc}); remove or re-save it") from None
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a corrupt EXIF block must not cost the image
+        pass
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         image = _to_8bit(image)

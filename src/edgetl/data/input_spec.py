@@ -42,6 +42,8 @@ class InputSpec:
         n = 3 if self.channels == "RGB" else 1
         if len(self.mean) != n or len(self.std) != n:
             raise ValueError(f"InputSpec.mean and std need {n} values for channels {self.channels!r}")
+        if not all(0.0 < float(s) < float("inf") for s in self.std):
+            raise ValueError(f"InputSpec.std values must be positive and finite, got {self.std!r}")
         if self.resample not in _RESAMPLE:
             raise ValueError(f"InputSpec.resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
 

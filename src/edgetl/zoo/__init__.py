@@ -11,13 +11,13 @@ def resolve_weights(name: str, weights) -> tuple[str | None, str]:
     """(path or None, identity) for weights=None | "default" | PATH.
 
     The identity (a content hash) keys the feature cache."""
-    from .weights import file_sha256, packaged_weights_path
+    from .weights import default_weights_path, file_sha256
 
     spec = get_spec(name)
     if weights is None:
         return None, "random-init-seed0"
     if weights == "default":
-        path = packaged_weights_path(spec)
+        path = default_weights_path(spec)
     else:
         path = os.fspath(weights)
     if not os.path.isfile(path):

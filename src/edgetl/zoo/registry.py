@@ -23,16 +23,42 @@ class PackagedWeights:
 
 
 @dataclass(frozen=True)
+class RemoteWeights:
+    """A published checkpoint: fetched once into the user's weights cache
+    (``edgetl weights fetch``) or imported from a file the user has."""
+
+    url: str
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
+    """Everything known about a backbone, as data.
+
+    The model ``builder(num_classes=1000)`` returns honours one contract:
+    ``forward_features(x) -> (N, num_features)`` pooled features,
+    ``forward_head(features)`` the ImageNet logits (identity without a
+    classifier), ``forward = forward_head(forward_features(x))``,
+    ``reset_classifier(n)`` (0 removes the final layer), attributes
+    ``num_features`` and ``num_classes``. State-dict keys equal the published
+    checkpoint's; ``head_prefix`` names the final classifier layer's keys,
+    ``ignore_prefixes`` checkpoint keys the model does not use (auxiliary
+    heads), ``stem_conv`` the module path of the first convolution."""
+
     name: str
     family: str
     builder: Callable[..., object]
     input_spec: InputSpec
     num_features: int
     num_params: int
-    default_weights: PackagedWeights | None
+    default_weights: PackagedWeights | RemoteWeights | None
     description: str = ""
     num_classes: int = 1000
+    head_prefix: str = "_fc."
+    ignore_prefixes: tuple[str, ...] = ()
+    stem_conv: str = "_conv_stem"
+    top1: float | None = None  # published ImageNet top-1 accuracy, %
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}

@@ -12,13 +12,44 @@ from functools import lru_cache
 import torch
 
 from ..errors import WeightsError
-from .registry import BackboneSpec
+from .registry import BackboneSpec, RemoteWeights
+
+
+def weights_cache_dir() -> str:
+    """Where fetched and imported checkpoints live (XDG cache)."""
+    base = os.environ.get("EDGETL_WEIGHTS_DIR")
+    if base:
+        return base
+    from ..export.backbone_onnx import default_cache_dir
+
+    return os.path.join(default_cache_dir(), "weights")
+
+
+def default_weights_path(spec: BackboneSpec) -> str:
+    """The path of ``spec``'s default weights on this machine, or a
+    WeightsError that says how to get them."""
+    source = spec.default_weights
+    if isinstance(source, RemoteWeights):
+        path = os.path.join(weights_cache_dir(), source.filename)
+        if not os.path.isfile(path):
+            raise WeightsError(
+                f"Weights for '{spec.name}' are not on this machine; run 'edgetl weights fetch {spec.name}' "
+                f"or 'edgetl weights import {spec.name} FILE'"
+            )
+        return path
+    if source is None:
+        path = os.path.join(weights_cache_dir(), f"{spec.name}.pth")
+        if os.path.isfile(path):
+            return path
+        raise WeightsError(
+            f"Backbone '{spec.name}' has no published weights here; run 'edgetl weights import {spec.name} FILE' "
+            f"or pass weights=PATH"
+        )
+    return packaged_weights_path(spec)
 
 
 def packaged_weights_path(spec: BackboneSpec) -> str:
     source = spec.default_weights
-    if source is None:
-        raise WeightsError(f"Backbone '{spec.name}' has no default weights; pass weights=PATH")
     found = importlib.util.find_spec(source.package)
     if found is None or not found.submodule_search_locations:
         raise WeightsError(
@@ -74,8 +105,10 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], spec: BackboneSpec, path: str) -> None:
     """Strict load; a checkpoint without the classifier drops the model's one."""
+    if spec.ignore_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(spec.ignore_prefixes)}
     own = model.state_dict()
-    classifier = {k for k in own if k.startswith(("_fc.", "fc.", "classifier."))}
+    classifier = {k for k in own if k.startswith(spec.head_prefix)}
     if classifier and not (classifier & set(state)):
         model.reset_classifier(0)
         own = model.state_dict()

@@ -22,10 +22,27 @@ def _json(obj) -> None:
 
 def cmd_models(args) -> int:
     from .zoo import get_spec, list_backbones
+    from .zoo.profile import profile_backbone
+    from .zoo.weights import weights_status
 
+    rows = []
     for name in list_backbones():
         spec = get_spec(name)
-        print(f"{name:<22} {spec.num_params / 1e6:5.2f} M params  {spec.input_spec.image_size} px  {spec.description}")
+        row = profile_backbone(name).to_dict()
+        row["weights"] = weights_status(spec)
+        row["top1"] = spec.top1
+        row["description"] = spec.description
+        rows.append(row)
+    if args.json:
+        _json(rows)
+        return 0
+    print(f"{'name':<22} {'params':>8} {'MACs':>8} {'conv p/MAC':>11} {'FC p/MAC':>11} {'size':>5} {'top-1':>6}  weights")
+    for r in rows:
+        top1 = f"{r['top1']:.1f}" if r["top1"] else "-"
+        weights = "on this machine" if r["weights"]["available"] else "missing: " + r["weights"]["how"].split("; ", 1)[-1]
+        print(f"{r['name']:<22} {r['params'] / 1e6:7.2f}M {r['macs'] / 1e9:7.3f}G "
+              f"{r['conv_param_share']:5.0%}/{r['conv_mac_share']:4.0%} {r['fc_param_share']:5.0%}/{r['fc_mac_share']:4.0%} "
+              f"{r['input_size']:>5} {top1:>6}  {weights}")
     return 0
 
 
@@ -115,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="edgetl-demo-run", help="bundle folder (default ./edgetl-demo-run)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("models", parents=[common], help="list the backbones")
+    p = sub.add_parser("models", parents=[common], help="list the backbones: parameters, MACs, shares, weights")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("imagenet", parents=[common], help="classify photos with the pretrained 1000-class ImageNet head")

@@ -79,18 +79,30 @@ class InputSpec:
         top = (new_h - self.image_size) // 2
         return image.crop((left, top, left + self.image_size, top + self.image_size))
 
-    def to_array(self, image: Image.Image) -> np.ndarray:
-        """One decoded image -> float32 CHW."""
-        pixels = np.asarray(self.resize_crop(image), dtype=np.float32)
+    def to_array(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        """One decoded image -> float32 CHW (written into ``out`` if given)."""
+        pixels = np.asarray(self.resize_crop(image))
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
-        mean = np.asarray(self.mean, dtype=np.float32)
-        inv_std = 1.0 / np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(((pixels - mean) * inv_std).transpose(2, 0, 1))
+        if out is None:
+            out = np.empty((self.num_channels, self.image_size, self.image_size), np.float32)
+        # One pass from uint8 HWC into float32 CHW, no temporaries: this runs
+        # for every image, beside ONNX Runtime on the same two cores.
+        np.subtract(pixels.transpose(2, 0, 1), self._mean, out=out, dtype=np.float32)
+        out *= self._inv_std
+        return out
+
+    @property
+    def _mean(self) -> np.ndarray:
+        return np.asarray(self.mean, dtype=np.float32)[:, None, None]
+
+    @property
+    def _inv_std(self) -> np.ndarray:
+        return (1.0 / np.asarray(self.std, dtype=np.float32))[:, None, None]
 
     def batch(self, images) -> np.ndarray:
         """Decoded images -> float32 NCHW."""
         out = np.empty((len(images), self.num_channels, self.image_size, self.image_size), np.float32)
         for i, image in enumerate(images):
-            out[i] = self.to_array(image)
+            self.to_array(image, out=out[i])
         return out

@@ -54,19 +54,18 @@ def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
 
 def _prepare(paths: list[str], spec: InputSpec):
     """Decode + preprocess one batch in a worker: (batch, ok_positions, errors)."""
-    arrays, ok, errors = [], [], []
+    images, ok, errors = [], [], []
     for pos, path in enumerate(paths):
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            image = decode_image(data, path, spec.channels)
-            arrays.append(spec.to_array(image))
+            images.append(decode_image(data, path, spec.channels))
             ok.append(pos)
         except DataError as exc:
             errors.append((pos, str(exc).split(": ", 1)[-1]))
         except OSError as exc:
             errors.append((pos, f"cannot read ({exc.strerror})"))
-    batch = np.stack(arrays) if arrays else None
+    batch = spec.batch(images) if images else None
     return batch, ok, errors
 
 

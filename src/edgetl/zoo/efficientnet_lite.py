@@ -157,6 +157,11 @@ _LITE = {
 }
 
 
+# Published ImageNet top-1 (fp32) of the TF release.
+_TOP1 = {"efficientnet_lite0": 75.1, "efficientnet_lite1": 76.7, "efficientnet_lite2": 77.6,
+         "efficientnet_lite3": 79.8, "efficientnet_lite4": 81.5}
+
+
 def _lite_input_spec(size: int) -> InputSpec:
     return InputSpec(image_size=size, crop_fraction=size / (size + 32), mean=(127.0,) * 3, std=(128.0,) * 3)
 
@@ -184,5 +189,6 @@ for _name, (_w, _d, _size, _drop, _params) in _LITE.items():
                 resource=None,
             ),
             description=f"EfficientNet-Lite{_idx}: ReLU6, no squeeze-excitation; built for int8 phone CPUs",
+            top1=_TOP1[_name],
         )
     )

@@ -59,6 +59,7 @@ class BackboneSpec:
     ignore_prefixes: tuple[str, ...] = ()
     stem_conv: str = "_conv_stem"
     top1: float | None = None  # published ImageNet top-1 accuracy, %
+    min_image_size: int = 32  # smallest input the architecture accepts
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -71,9 +72,20 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
+_NOT_FAMILIES = {"registry", "weights", "profile", "fetch", "grayscale"}
+
+
 def _load_families() -> None:
-    # Importing a family module registers its backbones.
-    from . import efficientnet_lite  # noqa: F401
+    """Import every family module of the zoo package (one file per family);
+    importing one registers its backbones."""
+    import importlib
+    import pkgutil
+
+    from . import __path__ as zoo_path
+
+    for info in pkgutil.iter_modules(zoo_path):
+        if info.name not in _NOT_FAMILIES and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def list_backbones() -> list[str]:

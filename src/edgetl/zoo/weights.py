@@ -48,6 +48,15 @@ def default_weights_path(spec: BackboneSpec) -> str:
     return packaged_weights_path(spec)
 
 
+def weights_status(spec: BackboneSpec) -> dict:
+    """Are the default weights on this machine: where from, or how to get them."""
+    try:
+        path = default_weights_path(spec)
+        return {"available": True, "path": path}
+    except WeightsError as exc:
+        return {"available": False, "how": str(exc)}
+
+
 def packaged_weights_path(spec: BackboneSpec) -> str:
     source = spec.default_weights
     found = importlib.util.find_spec(source.package)

@@ -118,6 +118,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    from .zoo.fetch import fetch_weights, import_weights, list_weights
+
+    if args.weights_command == "fetch":
+        path = fetch_weights(args.name, url=args.url)
+        print(f"{args.name}: {path}")
+        return 0
+    if args.weights_command == "import":
+        path = import_weights(args.name, args.file)
+        print(f"{args.name}: {path}")
+        return 0
+    if args.weights_command == "list":
+        rows = list_weights()
+        if args.json:
+            _json(rows)
+            return 0
+        print(f"{'name':<22} {'source':<9} weights")
+        for r in rows:
+            where = r["path"] if r["available"] else "missing: " + r["how"].split("; ", 1)[-1]
+            print(f"{r['name']:<22} {r['source']:<9} {where}")
+        return 0
+    args.weights_parser.print_help(sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgetl", description="Transfer learning for mobile and edge ML: labeled photos in, on-device bundle out."
@@ -168,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("weights", help="fetch, import or list pretrained backbone weights ($EDGETL_WEIGHTS_DIR)")
+    p.set_defaults(func=cmd_weights, weights_command=None, weights_parser=p, verbose=False)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    w = wsub.add_parser("fetch", parents=[verbose], help="download a backbone's published checkpoint (sha256-checked)")
+    w.add_argument("name", metavar="NAME")
+    w.add_argument("--url", default=None, help="download from this address instead (a mirror); same checks")
+    w = wsub.add_parser("import", parents=[verbose], help="use a checkpoint file you have as a backbone's default weights")
+    w.add_argument("name", metavar="NAME")
+    w.add_argument("file", metavar="FILE", help=".pth state dict or .safetensors file")
+    w = wsub.add_parser("list", parents=[verbose], help="which backbones have their weights on this machine")
+    w.add_argument("--json", action="store_true")
     return parser
 
 

@@ -83,3 +83,20 @@ def load_image(path: str | os.PathLike, channels: str = "RGB") -> Image.Image:
     except OSError as exc:
         raise DataError(f"{os.fspath(path)}: cannot read ({exc.strerror}); check the path and permissions") from None
     return decode_image(data, os.fspath(path), channels)
+
+
+GRAY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F"})
+
+
+def is_grayscale_file(path: str) -> bool | None:
+    """From the header only (nothing decoded): True for a one-channel image,
+    False for colour, None when the file cannot be identified."""
+    try:
+        with Image.open(path, formats=_OPEN_FORMATS) as image:
+            if image.mode == "P":
+                palette = image.getpalette() or []
+                rgb = [tuple(palette[i : i + 3]) for i in range(0, len(palette) - 2, 3)]
+                return all(r == g == b for r, g, b in rgb)
+            return image.mode in GRAY_MODES
+    except Exception:
+        return None

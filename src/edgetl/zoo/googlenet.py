@@ -1,0 +1,162 @@
+"""GoogLeNet / Inception v1 (Szegedy et al. 2014), in the layout of
+torchvision's ImageNet checkpoint (``googlenet-1378be20.pth``).
+
+Every convolution is a ``ConvBN`` unit: conv without bias, BatchNorm
+(eps 1e-3), ReLU; keys ``<name>.conv`` / ``<name>.bn``. An inception module
+has four parallel branches concatenated on channels: ``branch1`` (1x1),
+``branch2`` (1x1 -> 3x3), ``branch3`` (1x1 -> 3x3: the published port uses a
+3x3 here where the paper has a 5x5, and its weights have that shape) and
+``branch4`` (3x3/1 max-pool -> 1x1). Max-pools round up (``ceil_mode``).
+
+The checkpoint's two auxiliary classifiers (``aux1.``, ``aux2.``) only serve
+training; they are not built and their keys are skipped on load.
+
+torchvision's pretrained model rescales its ImageNet-normalised input to
+``(pixel / 255 - 0.5) / 0.5`` first (``transform_input``); this model takes
+that tensor directly: its InputSpec has mean = std = 127.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.input_spec import InputSpec
+from .registry import BackboneSpec, RemoteWeights, register_backbone
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) -> BatchNorm(eps=1e-3) -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+class InceptionModule(nn.Module):
+    """Four branches; output width ``c1 + c3 + c5 + pool``."""
+
+    def __init__(self, cin: int, c1: int, c3_reduce: int, c3: int, c5_reduce: int, c5: int, pool: int):
+        super().__init__()
+        self.branch1 = ConvBN(cin, c1, 1)
+        self.branch2 = nn.Sequential(ConvBN(cin, c3_reduce, 1), ConvBN(c3_reduce, c3, 3, padding=1))
+        self.branch3 = nn.Sequential(ConvBN(cin, c5_reduce, 1), ConvBN(c5_reduce, c5, 3, padding=1))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), ConvBN(cin, pool, 1))
+        self.out_channels = c1 + c3 + c5 + pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+
+
+# (module name, in, 1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool projection), in order;
+# "pool" marks the ceil-mode max-pools between groups (kernel, stride).
+_LAYOUT = (
+    ("inception3a", 192, 64, 96, 128, 16, 32, 32),
+    ("inception3b", 256, 128, 128, 192, 32, 96, 64),
+    ("maxpool3", 3, 2),
+    ("inception4a", 480, 192, 96, 208, 16, 48, 64),
+    ("inception4b", 512, 160, 112, 224, 24, 64, 64),
+    ("inception4c", 512, 128, 128, 256, 24, 64, 64),
+    ("inception4d", 512, 112, 144, 288, 32, 64, 64),
+    ("inception4e", 528, 256, 160, 320, 32, 128, 128),
+    ("maxpool4", 2, 2),
+    ("inception5a", 832, 256, 160, 320, 32, 128, 128),
+    ("inception5b", 832, 384, 192, 384, 48, 128, 128),
+)
+
+
+class GoogLeNet(nn.Module):
+    """GoogLeNet without auxiliary heads. ``forward`` gives ImageNet logits
+    when the model has its classifier (``num_classes > 0``), else the pooled
+    1024-d features."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        self.conv1 = ConvBN(3, 64, 7, stride=2, padding=3)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.conv2 = ConvBN(64, 64, 1)
+        self.conv3 = ConvBN(64, 192, 3, padding=1)
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self._body: list[str] = []
+        for entry in _LAYOUT:
+            if entry[0].startswith("maxpool"):
+                name, kernel, stride = entry
+                setattr(self, name, nn.MaxPool2d(kernel, stride=stride, ceil_mode=True))
+            else:
+                name, *widths = entry
+                setattr(self, name, InceptionModule(*widths))
+            self._body.append(name)
+        self.num_features = 1024
+        self.num_classes = num_classes
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.in_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int = 0) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+
+    def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool1(self.conv1(x))
+        x = self.maxpool2(self.conv3(self.conv2(x)))
+        for name in self._body:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features, shape (N, 1024)."""
+        return self.forward_feature_map(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.fc is None:
+            return features
+        return self.fc(self.dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _build(num_classes: int = 1000) -> GoogLeNet:
+    return GoogLeNet(num_classes)
+
+
+_FILE = "googlenet-1378be20.pth"
+
+register_backbone(
+    BackboneSpec(
+        name="googlenet",
+        family="googlenet",
+        builder=_build,
+        # transform_input equivalent: (pixel - 127.5) / 127.5; resize 256, crop 224.
+        input_spec=InputSpec(image_size=224, crop_fraction=0.875, mean=(127.5,) * 3, std=(127.5,) * 3),
+        num_features=1024,
+        num_params=6_624_904,  # without the auxiliary heads, as torchvision publishes it
+        default_weights=RemoteWeights(url="https://download.pytorch.org/models/" + _FILE, filename=_FILE,
+                                      sha256="1378be20"),
+        description="GoogLeNet (Inception v1): nine inception modules, BatchNorm; torchvision ImageNet weights",
+        head_prefix="fc.",
+        ignore_prefixes=("aux1.", "aux2."),
+        stem_conv="conv1.conv",
+        top1=69.778,
+        min_image_size=15,
+    )
+)

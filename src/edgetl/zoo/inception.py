@@ -1,0 +1,268 @@
+"""Inception v3 (Szegedy et al. 2015), in the layout of torchvision's ImageNet
+checkpoint (``inception_v3_google-0cc3c7bd.pth``, ported from TensorFlow).
+
+Every convolution is a ``ConvBN`` unit (conv without bias, BatchNorm eps 1e-3,
+ReLU; keys ``<name>.conv`` / ``<name>.bn``). The stem ``Conv2d_1a_3x3`` ...
+``Conv2d_4a_3x3`` is followed by the mixed blocks of the paper's figures:
+``Mixed_5b..5d`` (35x35, "A"), ``Mixed_6a`` (grid reduction, "B"),
+``Mixed_6b..6e`` (17x17 factorised 7x7, "C"), ``Mixed_7a`` (reduction, "D"),
+``Mixed_7b..7c`` (8x8 expanded 3x3, "E"). Inputs are 299x299 (342 resize).
+
+``AuxLogits`` (the auxiliary classifier on Mixed_6e) is kept as a module so
+the checkpoint loads strictly and the parameter count equals the published
+one; it only serves training and never runs here. It always has the
+checkpoint's 1000 outputs, whatever ``num_classes`` is.
+
+torchvision's pretrained model rescales its ImageNet-normalised input to
+``(pixel / 255 - 0.5) / 0.5`` first (``transform_input``); this model takes
+that tensor directly: its InputSpec has mean = std = 127.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.input_spec import InputSpec
+from .registry import BackboneSpec, RemoteWeights, register_backbone
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) -> BatchNorm(eps=1e-3) -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _row(cin: int, cout: int, k: int) -> ConvBN:
+    """1 x k convolution, same size."""
+    return ConvBN(cin, cout, (1, k), padding=(0, k // 2))
+
+
+def _col(cin: int, cout: int, k: int) -> ConvBN:
+    """k x 1 convolution, same size."""
+    return ConvBN(cin, cout, (k, 1), padding=(k // 2, 0))
+
+
+def _avg3(x: torch.Tensor) -> torch.Tensor:
+    # 3x3/1 average pool, zero padding counted (count_include_pad), as trained.
+    return F.avg_pool2d(x, 3, stride=1, padding=1)
+
+
+class BlockA(nn.Module):
+    """35x35: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | avg-pool -> 1x1."""
+
+    def __init__(self, cin: int, pool_features: int):
+        super().__init__()
+        self.branch1x1 = ConvBN(cin, 64, 1)
+        self.branch5x5_1 = ConvBN(cin, 48, 1)
+        self.branch5x5_2 = ConvBN(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = ConvBN(cin, 64, 1)
+        self.branch3x3dbl_2 = ConvBN(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = ConvBN(96, 96, 3, padding=1)
+        self.branch_pool = ConvBN(cin, pool_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_avg3(x))], dim=1)
+
+
+class BlockB(nn.Module):
+    """35 -> 17 reduction: 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | max-pool 3x3/2."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3 = ConvBN(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = ConvBN(cin, 64, 1)
+        self.branch3x3dbl_2 = ConvBN(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = ConvBN(96, 96, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, stride=2)], dim=1)
+
+
+class BlockC(nn.Module):
+    """17x17 with 7x7 convolutions factorised into 1x7 and 7x1 (width ``c7``)."""
+
+    def __init__(self, cin: int, c7: int):
+        super().__init__()
+        self.branch1x1 = ConvBN(cin, 192, 1)
+        self.branch7x7_1 = ConvBN(cin, c7, 1)
+        self.branch7x7_2 = _row(c7, c7, 7)
+        self.branch7x7_3 = _col(c7, 192, 7)
+        self.branch7x7dbl_1 = ConvBN(cin, c7, 1)
+        self.branch7x7dbl_2 = _col(c7, c7, 7)
+        self.branch7x7dbl_3 = _row(c7, c7, 7)
+        self.branch7x7dbl_4 = _col(c7, c7, 7)
+        self.branch7x7dbl_5 = _row(c7, 192, 7)
+        self.branch_pool = ConvBN(cin, 192, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        d = self.branch7x7dbl_1(x)
+        for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+            d = conv(d)
+        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg3(x))], dim=1)
+
+
+class BlockD(nn.Module):
+    """17 -> 8 reduction: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | max-pool 3x3/2."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3_1 = ConvBN(cin, 192, 1)
+        self.branch3x3_2 = ConvBN(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = ConvBN(cin, 192, 1)
+        self.branch7x7x3_2 = _row(192, 192, 7)
+        self.branch7x7x3_3 = _col(192, 192, 7)
+        self.branch7x7x3_4 = ConvBN(192, 192, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([b3, b7, F.max_pool2d(x, 3, stride=2)], dim=1)
+
+
+class BlockE(nn.Module):
+    """8x8 with the 3x3s split into parallel 1x3 and 3x1 outputs; 2048 wide."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch1x1 = ConvBN(cin, 320, 1)
+        self.branch3x3_1 = ConvBN(cin, 384, 1)
+        self.branch3x3_2a = _row(384, 384, 3)
+        self.branch3x3_2b = _col(384, 384, 3)
+        self.branch3x3dbl_1 = ConvBN(cin, 448, 1)
+        self.branch3x3dbl_2 = ConvBN(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = _row(384, 384, 3)
+        self.branch3x3dbl_3b = _col(384, 384, 3)
+        self.branch_pool = ConvBN(cin, 192, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.branch3x3_1(x)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        return torch.cat([
+            self.branch1x1(x),
+            self.branch3x3_2a(s), self.branch3x3_2b(s),
+            self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
+            self.branch_pool(_avg3(x)),
+        ], dim=1)
+
+
+class AuxClassifier(nn.Module):
+    """The training-time auxiliary head on Mixed_6e (768 x 17 x 17)."""
+
+    def __init__(self, cin: int, num_classes: int):
+        super().__init__()
+        self.conv0 = ConvBN(cin, 128, 1)
+        self.conv1 = ConvBN(128, 768, 5)
+        self.fc = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(self.conv0(F.avg_pool2d(x, 5, stride=3)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class InceptionV3(nn.Module):
+    """Inception v3. ``forward`` gives ImageNet logits when the model has its
+    classifier (``num_classes > 0``), else the pooled 2048-d features."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        self.Conv2d_1a_3x3 = ConvBN(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = ConvBN(32, 32, 3)
+        self.Conv2d_2b_3x3 = ConvBN(32, 64, 3, padding=1)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2)
+        self.Conv2d_3b_1x1 = ConvBN(64, 80, 1)
+        self.Conv2d_4a_3x3 = ConvBN(80, 192, 3)
+        self.maxpool2 = nn.MaxPool2d(3, stride=2)
+        self.Mixed_5b = BlockA(192, pool_features=32)
+        self.Mixed_5c = BlockA(256, pool_features=64)
+        self.Mixed_5d = BlockA(288, pool_features=64)
+        self.Mixed_6a = BlockB(288)
+        self.Mixed_6b = BlockC(768, c7=128)
+        self.Mixed_6c = BlockC(768, c7=160)
+        self.Mixed_6d = BlockC(768, c7=160)
+        self.Mixed_6e = BlockC(768, c7=192)
+        self.AuxLogits = AuxClassifier(768, 1000)  # checkpoint compatibility only; never run
+        self.Mixed_7a = BlockD(768)
+        self.Mixed_7b = BlockE(1280)
+        self.Mixed_7c = BlockE(2048)
+        self.num_features = 2048
+        self.num_classes = num_classes
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.in_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int = 0) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+
+    def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        for stem in (self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, self.maxpool1,
+                     self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, self.maxpool2):
+            x = stem(x)
+        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
+                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+            x = block(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features, shape (N, 2048)."""
+        return self.forward_feature_map(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.fc is None:
+            return features
+        return self.fc(self.dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _build(num_classes: int = 1000) -> InceptionV3:
+    return InceptionV3(num_classes)
+
+
+_FILE = "inception_v3_google-0cc3c7bd.pth"
+
+register_backbone(
+    BackboneSpec(
+        name="inception_v3",
+        family="inception",
+        builder=_build,
+        # transform_input equivalent: (pixel - 127.5) / 127.5; resize 342, crop 299.
+        input_spec=InputSpec(image_size=299, crop_fraction=299 / 342, mean=(127.5,) * 3, std=(127.5,) * 3),
+        num_features=2048,
+        num_params=27_161_264,  # including AuxLogits, as torchvision publishes it
+        default_weights=RemoteWeights(url="https://download.pytorch.org/models/" + _FILE, filename=_FILE,
+                                      sha256="0cc3c7bd"),
+        description="Inception v3: factorised inception blocks, 299x299 input; torchvision ImageNet weights",
+        head_prefix="fc.",
+        stem_conv="Conv2d_1a_3x3.conv",
+        top1=77.294,
+        min_image_size=75,
+    )
+)

@@ -1,0 +1,295 @@
+"""MobileNet V2 (Sandler et al. 2018) and V3 (Howard et al. 2019), laid out
+like torchvision's ImageNet checkpoints so those load strictly.
+
+Layout (the state-dict keys follow from it):
+
+* ``features.0`` is the stem: a ``[Conv2d, BatchNorm2d, activation]``
+  sequence (keys ``features.0.0``, ``features.0.1``); the last entry of
+  ``features`` is the 1x1 expansion to the head width, built the same way.
+* In between, inverted-residual blocks. V2 keeps its layers in ``.conv``:
+  an optional 1x1 expansion triple, the depthwise triple, then the linear
+  projection as a bare ``Conv2d`` and ``BatchNorm2d``. V3 keeps them in
+  ``.block``: optional expansion triple, depthwise triple, optional
+  squeeze-excitation (``fc1``/``fc2``, 1x1 convolutions with bias), and the
+  projection as a ``[Conv2d, BatchNorm2d]`` pair.
+* V2's classifier is ``[Dropout, Linear(1280, 1000)]``; V3's is
+  ``[Linear, Hardswish, Dropout, Linear]``. The pooled features handed to
+  the transfer-learning head are the input of the last ``Linear``, so V3's
+  ``forward_features`` runs the first ``Linear`` and its Hardswish.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.input_spec import InputSpec
+from .registry import BackboneSpec, RemoteWeights, register_backbone
+
+_TV = "https://download.pytorch.org/models/"
+# torchvision's ImageNet evaluation: shorter side to 256, centre 224 crop.
+_IMAGENET = InputSpec(image_size=224, crop_fraction=224 / 256, mean=(123.675, 116.28, 103.53),
+                      std=(58.395, 57.12, 57.375))
+
+
+def _round8(channels: float, divisor: int = 8) -> int:
+    """Nearest multiple of ``divisor``, never more than 10 % below ``channels``."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * channels:
+        rounded += divisor
+    return rounded
+
+
+class ConvNormAct(nn.Sequential):
+    """Indices 0 (conv, no bias), 1 (batch norm), 2 (activation, if any)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
+                 act: type[nn.Module] | None = nn.ReLU6, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout, eps=bn_eps, momentum=bn_momentum),
+        ]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+
+
+def _init_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def _new_linear(cin: int, cout: int) -> nn.Module:
+    if not cout:
+        return nn.Identity()
+    layer = nn.Linear(cin, cout)
+    nn.init.normal_(layer.weight, 0.0, 0.01)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class _MobileNetBase(nn.Module):
+    """The shared contract: the final ``Linear`` is ``classifier[-1]``."""
+
+    features: nn.Sequential
+    classifier: nn.Sequential
+    num_features: int
+    num_classes: int
+
+    def reset_classifier(self, num_classes: int = 0) -> None:
+        self.num_classes = num_classes
+        self.classifier[-1] = _new_linear(self.num_features, num_classes)
+
+    def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ----------------------------------------------------------------- V2
+
+# (expand ratio, output channels, repeats, first stride) per stage.
+_V2_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+class InvertedResidualV2(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(ConvNormAct(cin, mid, 1))
+        layers += [
+            ConvNormAct(mid, mid, 3, stride, groups=mid),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return x + y if self.use_residual else y
+
+
+class MobileNetV2(_MobileNetBase):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        stem, head = 32, 1280
+        layers: list[nn.Module] = [ConvNormAct(3, stem, 3, 2)]
+        cin = stem
+        for expand, cout, repeats, stride in _V2_STAGES:
+            for r in range(repeats):
+                layers.append(InvertedResidualV2(cin, cout, stride if r == 0 else 1, expand))
+                cin = cout
+        layers.append(ConvNormAct(cin, head, 1))
+        self.features = nn.Sequential(*layers)
+        self.num_features = head
+        self.num_classes = num_classes
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head, num_classes) if num_classes else nn.Identity())
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features, shape (N, 1280)."""
+        return self.features(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features)
+
+
+# ----------------------------------------------------------------- V3
+
+_V3_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
+
+# (kernel, expanded channels, output channels, squeeze-excite, hardswish, stride)
+_V3_LARGE = (
+    (3, 16, 16, False, False, 1),
+    (3, 64, 24, False, False, 2),
+    (3, 72, 24, False, False, 1),
+    (5, 72, 40, True, False, 2),
+    (5, 120, 40, True, False, 1),
+    (5, 120, 40, True, False, 1),
+    (3, 240, 80, False, True, 2),
+    (3, 200, 80, False, True, 1),
+    (3, 184, 80, False, True, 1),
+    (3, 184, 80, False, True, 1),
+    (3, 480, 112, True, True, 1),
+    (3, 672, 112, True, True, 1),
+    (5, 672, 160, True, True, 2),
+    (5, 960, 160, True, True, 1),
+    (5, 960, 160, True, True, 1),
+)
+_V3_SMALL = (
+    (3, 16, 16, True, False, 2),
+    (3, 72, 24, False, False, 2),
+    (3, 88, 24, False, False, 1),
+    (5, 96, 40, True, True, 2),
+    (5, 240, 40, True, True, 1),
+    (5, 240, 40, True, True, 1),
+    (5, 120, 48, True, True, 1),
+    (5, 144, 48, True, True, 1),
+    (5, 288, 96, True, True, 2),
+    (5, 576, 96, True, True, 1),
+    (5, 576, 96, True, True, 1),
+)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: global average -> 1x1 conv -> ReLU -> 1x1 conv -> hard sigmoid."""
+
+    def __init__(self, channels: int, squeezed: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeezed, 1)
+        self.fc2 = nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = F.hardsigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
+        return x * gate
+
+
+class InvertedResidualV3(nn.Module):
+    def __init__(self, cin: int, kernel: int, mid: int, cout: int, use_se: bool, hardswish: bool, stride: int):
+        super().__init__()
+        act = nn.Hardswish if hardswish else nn.ReLU
+        layers: list[nn.Module] = []
+        if mid != cin:
+            layers.append(ConvNormAct(cin, mid, 1, act=act, **_V3_BN))
+        layers.append(ConvNormAct(mid, mid, kernel, stride, groups=mid, act=act, **_V3_BN))
+        if use_se:
+            layers.append(SqueezeExcitation(mid, _round8(mid // 4)))
+        layers.append(ConvNormAct(mid, cout, 1, act=None, **_V3_BN))
+        self.block = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.use_residual else y
+
+
+class MobileNetV3(_MobileNetBase):
+    def __init__(self, setting, last_channels: int, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        stem = 16
+        layers: list[nn.Module] = [ConvNormAct(3, stem, 3, 2, act=nn.Hardswish, **_V3_BN)]
+        cin = stem
+        for kernel, mid, cout, use_se, hardswish, stride in setting:
+            layers.append(InvertedResidualV3(cin, kernel, mid, cout, use_se, hardswish, stride))
+            cin = cout
+        layers.append(ConvNormAct(cin, 6 * cin, 1, act=nn.Hardswish, **_V3_BN))
+        self.features = nn.Sequential(*layers)
+        self.num_features = last_channels
+        self.num_classes = num_classes
+        self.classifier = nn.Sequential(
+            nn.Linear(6 * cin, last_channels),
+            nn.Hardswish(),
+            nn.Dropout(dropout),
+            nn.Linear(last_channels, num_classes) if num_classes else nn.Identity(),
+        )
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the last Linear: pooled map -> Linear -> Hardswish."""
+        pooled = self.features(x).mean(dim=(2, 3))
+        return self.classifier[1](self.classifier[0](pooled))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier[3](self.classifier[2](features))
+
+
+def mobilenet_v2(num_classes: int = 1000) -> MobileNetV2:
+    return MobileNetV2(num_classes)
+
+
+def mobilenet_v3_large(num_classes: int = 1000) -> MobileNetV3:
+    return MobileNetV3(_V3_LARGE, 1280, num_classes)
+
+
+def mobilenet_v3_small(num_classes: int = 1000) -> MobileNetV3:
+    return MobileNetV3(_V3_SMALL, 1024, num_classes)
+
+
+# name: (builder, num_features, num_params, weights file, top-1 %, head, description)
+_MODELS = {
+    "mobilenet_v2": (mobilenet_v2, 1280, 3_504_872, "mobilenet_v2-b0353104.pth", 71.878, "classifier.1.",
+                     "MobileNetV2: inverted residuals with linear bottlenecks, ReLU6"),
+    "mobilenet_v3_large": (mobilenet_v3_large, 1280, 5_483_032, "mobilenet_v3_large-8738ca79.pth", 74.042,
+                           "classifier.3.", "MobileNetV3-Large: NAS-found blocks, squeeze-excitation, hard-swish"),
+    "mobilenet_v3_small": (mobilenet_v3_small, 1024, 2_542_856, "mobilenet_v3_small-047dcff4.pth", 67.668,
+                           "classifier.3.", "MobileNetV3-Small: the low-budget V3 (about 57 M multiply-adds)"),
+}
+
+for _name, (_build, _feats, _params, _file, _top1, _head, _desc) in _MODELS.items():
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="mobilenet",
+            builder=_build,
+            input_spec=_IMAGENET,
+            num_features=_feats,
+            num_params=_params,
+            default_weights=RemoteWeights(url=_TV + _file, filename=_file, sha256=_file.rsplit("-", 1)[1][:8]),
+            description=_desc,
+            head_prefix=_head,
+            stem_conv="features.0.0",
+            top1=_top1,
+        )
+    )

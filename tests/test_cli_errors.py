@@ -148,17 +148,21 @@ def test_train_class_with_only_non_images(capsys, tmp_path):
 # --------------------------------------------------------------------------- train: options
 
 
-@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet_lite", "EfficientNet_Lite0"])
-def test_train_unknown_backbone_suggests(capsys, tmp_path, name):
+@pytest.mark.parametrize("name,suggestion", [("efficientnet-lite0", "efficientnet_lite0"),
+                                             ("EfficientNet_Lite0", "efficientnet_lite0"),
+                                             ("efficientnet_lite", "efficientnet_lite"),
+                                             ("resnet-50", "resnet50")])
+def test_train_unknown_backbone_suggests(capsys, tmp_path, name, suggestion):
     data = make_folder(tmp_path / "photos")
-    line = _train_fails(capsys, tmp_path, data, f"'{name}'", "Did you mean 'efficientnet_lite0'",
+    line = _train_fails(capsys, tmp_path, data, f"'{name}'", f"Did you mean '{suggestion}",
                         extra=["--backbone", name])
     assert "edgetl models" in line
 
 
 def test_train_unknown_backbone_without_close_match(capsys, tmp_path):
     data = make_folder(tmp_path / "photos")
-    line = _train_fails(capsys, tmp_path, data, "Unknown backbone 'resnet9000'", extra=["--backbone", "resnet9000"])
+    line = _train_fails(capsys, tmp_path, data, "Unknown backbone 'transformer9000'",
+                        extra=["--backbone", "transformer9000"])
     assert "Did you mean" not in line
 
 

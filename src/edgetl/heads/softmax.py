@@ -52,15 +52,20 @@ class SoftmaxHead:
         y = np.asarray(y, np.int64)
         n, d = X.shape
         c = int(num_classes or (y.max() + 1))
-        self.mean_ = X.mean(axis=0)
-        # A constant feature (std 0) must not blow up; 1e-6 relative floor.
-        self.scale_ = np.maximum(X.std(axis=0), 1e-6 * max(float(X.std()), 1e-12)).astype(np.float32)
         gen = torch.Generator().manual_seed(self.seed)
-        Xt = torch.from_numpy((X - self.mean_) / self.scale_)
-        yt = torch.from_numpy(y)
+        # Shuffle once (the one full copy of X), then standardise in place;
+        # torch's reductions use every core, numpy's one.
+        order = torch.randperm(n, generator=gen)
+        Xt = torch.from_numpy(X)[order]
+        yt = torch.from_numpy(y)[order]
+        std, mean = torch.std_mean(Xt, dim=0, correction=0)
+        # A constant feature (std 0) must not blow up; 1e-6 relative floor.
+        std.clamp_(min=1e-6 * max(float(std.mean()), 1e-12))
+        Xt.sub_(mean).div_(std)
+        self.mean_, self.scale_ = mean.numpy().copy(), std.numpy().copy()
         has_val = X_val is not None and len(X_val) > 0
         if has_val:
-            Xv = torch.from_numpy((np.asarray(X_val, np.float32) - self.mean_) / self.scale_)
+            Xv = torch.from_numpy(np.asarray(X_val, np.float32)).sub(mean).div_(std)
             yv = torch.from_numpy(np.asarray(y_val, np.int64))
         # Gradients by hand: for a linear softmax they are two matrix products,
         # and skipping autograd/optimizer bookkeeping makes an epoch several
@@ -79,8 +84,6 @@ class SoftmaxHead:
         # the training itself at 60,000 x 1,280. A small set is repeated so an
         # epoch is at least MIN_STEPS steps: 30 single-step epochs on 30
         # images would leave the head far from converged.
-        order = torch.randperm(n, generator=gen)
-        Xt, yt = Xt[order], yt[order]
         repeats = max(1, -(-MIN_STEPS * batch_size // n))
         if repeats > 1:
             Xt, yt = Xt.repeat(repeats, 1), yt.repeat(repeats)

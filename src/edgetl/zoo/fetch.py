@@ -73,8 +73,14 @@ def _temp_in_cache(folder: str, filename: str) -> str:
 
 
 def _finish(tmp: str, final: str) -> None:
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a cached checkpoint is an ordinary file
-    os.replace(tmp, final)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cached checkpoint is an ordinary file
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise WeightsError(
+            f"Cannot store '{final}' in the weights cache ({_one_line(exc)}); "
+            f"remove whatever is in the way or set EDGETL_WEIGHTS_DIR to another folder"
+        ) from None
 
 
 def _discard(tmp: str) -> None:

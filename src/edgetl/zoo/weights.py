@@ -89,6 +89,26 @@ def file_sha256(path: str) -> str:
     return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
+def _load_failure(exc: Exception) -> str:
+    """One line on why a checkpoint did not load. torch's refusal of a
+    non-tensor pickle says to retry with weights_only=False; say what was
+    refused instead."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Weights only load failed"):
+        culprit = next((line for line in lines[1:] if "GLOBAL" in line), "")
+        if culprit:
+            return f"it holds Python objects besides tensors, refused since unpickling them could run code: {culprit[:120]}"
+        boilerplate = ("Please file an issue", "Check the documentation")
+        detail = next((line for line in lines[1:] if not line.startswith(boilerplate)), "unreadable pickle")
+        return f"not a tensor-only checkpoint: {detail[:120]}"
+    first = lines[0]
+    if len(first) > 120 and ". " in first:
+        first = first[: first.index(". ") + 1]  # torch's zip reader appends advice on reporting the bug
+    return first[:160]
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise WeightsError(f"Weights file '{path}' does not exist; pass the path of a .pth or .safetensors file")
@@ -100,9 +120,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(
-            f"Cannot load weights '{path}' ({first[:160]}); it must be a plain state dict (.pth) or .safetensors file"
+            f"Cannot load weights '{path}' ({_load_failure(exc)}); it must be a plain state dict (.pth) or "
+            f".safetensors file"
         ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -145,7 +145,7 @@ class MobileNetV2(_MobileNetBase):
         self.features = nn.Sequential(*layers)
         self.num_features = head
         self.num_classes = num_classes
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head, num_classes) if num_classes else nn.Identity())
+        self.classifier = nn.Sequential(nn.Dropout(dropout), _new_linear(head, num_classes))
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -242,7 +242,7 @@ class MobileNetV3(_MobileNetBase):
             nn.Linear(6 * cin, last_channels),
             nn.Hardswish(),
             nn.Dropout(dropout),
-            nn.Linear(last_channels, num_classes) if num_classes else nn.Identity(),
+            _new_linear(last_channels, num_classes),
         )
         _init_weights(self)
 

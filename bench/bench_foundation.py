@@ -17,7 +17,7 @@ that is deleted at the end, so the feature cache always starts empty):
 4. ``SoftmaxHead().fit`` (default hyper-parameters) on 60,000 x 1,280 real
    features (Fashion-MNIST train set extracted at 64 px, crop_fraction 1.0),
    validated on the 10,000 test images. Goal <= 3 s. ``--skip-head`` skips it.
-5. fp32 vs int8 classifier built as ``edgetl.train`` does (head trained on the
+5. fp32 vs int8 classifier built as ``edgetl.train()`` does (head trained on the
    N images' 224-px features, ``fuse_classifier``, ``quantize_int8``
    calibrated on 128 training images): latency at batch 1 and 32, file sizes,
    top-1 agreement on ``--agreement-images`` Fashion-MNIST test images.
@@ -384,7 +384,7 @@ def bench_head(data, classes, tmp, cache_dir, num_train, num_val, size, repeats)
 
 
 def bench_int8(graph, paths, targets, features, classes, test_x, test_y, tmp, num_agree, seed=0):
-    """Section 5: fp32 vs int8 classifier, built the way edgetl.train builds it."""
+    """Section 5: fp32 vs int8 classifier, built the way edgetl.train() builds it."""
     import onnx
 
     from edgetl.data.folder import stratified_split
@@ -392,7 +392,7 @@ def bench_int8(graph, paths, targets, features, classes, test_x, test_y, tmp, nu
     from edgetl.heads.softmax import SoftmaxHead
     from edgetl.quantize import quantize_int8
     from edgetl.runtime.session import make_session
-    from edgetl.train import _calibration_batches
+    from edgetl.training import _calibration_batches
 
     spec = graph.input_spec
     train_idx, val_idx = stratified_split(targets, 0.2, seed)

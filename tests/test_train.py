@@ -14,7 +14,7 @@ from PIL import Image
 
 from edgetl.cli import main
 from edgetl.runtime import Predictor
-from edgetl.train import train
+from edgetl.training import train
 
 SIZE = 64
 
@@ -173,3 +173,13 @@ def test_overwrite_replaces_only_when_complete(trained, tmp_path):
     assert os.path.getmtime(out / "metrics.json") == stamp
     assert main(["train", data, "--out", str(out), "--image-size", str(SIZE), "--overwrite", "--epochs", "3"]) == 0
     assert json.load(open(out / "metrics.json"))["config"]["epochs"] == 3
+
+
+def test_public_api_names_are_functions():
+    import edgetl
+    import edgetl.evaluation  # noqa: F401  importing submodules must not shadow the API
+    import edgetl.training  # noqa: F401
+
+    assert callable(edgetl.train) and edgetl.train.__module__ == "edgetl.training"
+    assert callable(edgetl.evaluate) and edgetl.evaluate.__module__ == "edgetl.evaluation"
+    assert callable(edgetl.create_backbone) and callable(edgetl.classify_imagenet)

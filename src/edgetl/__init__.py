@@ -12,8 +12,8 @@ _LAZY = {
     "list_backbones": ("edgetl.zoo", "list_backbones"),
     "imagenet_classes": ("edgetl.zoo", "imagenet_classes"),
     "InputSpec": ("edgetl.data", "InputSpec"),
-    "train": ("edgetl.train", "train"),
-    "evaluate": ("edgetl.train", "evaluate"),
+    "train": ("edgetl.training", "train"),
+    "evaluate": ("edgetl.evaluation", "evaluate"),
     "classify_imagenet": ("edgetl.imagenet", "classify_imagenet"),
     "Predictor": ("edgetl.runtime", "Predictor"),
 }

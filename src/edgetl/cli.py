@@ -61,7 +61,7 @@ def cmd_imagenet(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .training import train
 
     result = train(
         args.data_dir, args.out, backbone=args.backbone, image_size=args.image_size, val_split=args.val_split,
@@ -84,7 +84,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .report import format_report
 
     metrics = evaluate(args.run_dir, args.data_dir, int8=args.int8)

@@ -58,7 +58,7 @@ def raw_pixel_baseline(train_paths: list[str], val_paths: list[str], y_train, y_
 def run_demo(out_dir: str = "edgetl-demo-run", cache_dir: str | None = None, progress: bool | None = None,
              echo=print) -> dict:
     from .runtime import Predictor
-    from .train import train
+    from .training import train
 
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.exists(os.path.join(out_dir, DEMO_MARKER)):

@@ -31,12 +31,11 @@ def evaluate(run_dir: str | os.PathLike, data_dir: str | os.PathLike, int8: bool
             f"rename or remove it"
         )
     y_true, y_pred, skipped = [], [], list(folder.skipped)
-    spec = predictor.input_spec
     for start in range(0, len(folder.paths), batch_size):
         images, targets = [], []
         for path, target in zip(folder.paths[start : start + batch_size], folder.targets[start : start + batch_size]):
             try:
-                images.append(to_image(path, spec.channels))
+                images.append(to_image(path))
                 targets.append(label_index[folder.classes[target]])
             except DataError as exc:
                 skipped.append({"path": path, "reason": str(exc).split(": ", 1)[-1]})

@@ -27,7 +27,7 @@ def classify_imagenet(images, backbone: str = "efficientnet_lite0", top: int = 5
     spec = graph.input_spec
     results = []
     for item in images:
-        batch = spec.batch([to_image(item, spec.channels)])
+        batch = spec.batch([to_image(item)])
         logits = session.run([LOGITS_NAME], {INPUT_NAME: batch})[0][0].astype(np.float64)
         proba = np.exp(logits - logits.max())
         proba /= proba.sum()

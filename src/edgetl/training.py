@@ -76,7 +76,7 @@ def _calibration_batches(paths: list[str], spec, seed: int, batch_size: int = 16
     arrays = []
     for i in chosen:
         with open(paths[i], "rb") as fh:
-            arrays.append(spec.to_array(decode_image(fh.read(), paths[i], spec.channels)))
+            arrays.append(spec.to_array(decode_image(fh.read(), paths[i], "native")))
     return [np.stack(arrays[i : i + batch_size]) for i in range(0, len(arrays), batch_size)]
 
 

@@ -34,6 +34,8 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 def decode_image(data: bytes, name: str = "<bytes>", channels: str = "RGB") -> Image.Image:
     """Decode bytes into an upright 8-bit ``channels`` image or raise DataError.
 
+    ``channels`` is "RGB", "L", or "native" (8-bit L for grey sources, else RGB).
+
     Thread-safe (decode workers call it concurrently): the pixel limit is
     checked here against the header's size before any pixel is decoded,
     without touching Pillow's global ``Image.MAX_IMAGE_PIXELS``."""
@@ -72,6 +74,9 @@ def decode_image(data: bytes, name: str = "<bytes>", channels: str = "RGB") -> I
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
+    if channels == "native":
+        # Grey stays grey (InputSpec converts after resizing: a third of the work).
+        return image if image.mode in ("L", "RGB") else image.convert("RGB")
     return image.convert(channels)
 
 

@@ -65,19 +65,19 @@ class InputSpec:
         return cls(**raw)
 
     def resize_crop(self, image: Image.Image) -> Image.Image:
-        """Resize the shorter side and centre-crop to ``image_size`` square."""
-        image = image.convert(self.channels) if image.mode != self.channels else image
+        """Resize the shorter side to ``image_size / crop_fraction`` and cut
+        the centre ``image_size`` square, in one resampling of just the source
+        region that survives the crop (no full-size intermediate)."""
         w, h = image.size
-        target = self.image_size / self.crop_fraction
-        scale = target / min(w, h)
-        # Round up so the centre crop always fits inside the resized image.
-        new_w = max(self.image_size, int(round(w * scale)))
-        new_h = max(self.image_size, int(round(h * scale)))
-        if (new_w, new_h) != (w, h):
-            image = image.resize((new_w, new_h), _RESAMPLE[self.resample])
-        left = (new_w - self.image_size) // 2
-        top = (new_h - self.image_size) // 2
-        return image.crop((left, top, left + self.image_size, top + self.image_size))
+        size = self.image_size
+        scale = size / self.crop_fraction / min(w, h)
+        crop_w, crop_h = min(w, size / scale), min(h, size / scale)
+        left, top = (w - crop_w) / 2, (h - crop_h) / 2
+        box = (left, top, left + crop_w, top + crop_h)
+        if (w, h) != (size, size) or box != (0, 0, w, h):
+            image = image.resize((size, size), _RESAMPLE[self.resample], box=box)
+        # Convert after resizing: a grey source is resampled once, not three times.
+        return image.convert(self.channels) if image.mode != self.channels else image
 
     def to_array(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
         """One decoded image -> float32 CHW (written into ``out`` if given)."""

@@ -59,7 +59,7 @@ def _prepare(paths: list[str], spec: InputSpec):
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            images.append(decode_image(data, path, spec.channels))
+            images.append(decode_image(data, path, "native"))
             ok.append(pos)
         except DataError as exc:
             errors.append((pos, str(exc).split(": ", 1)[-1]))

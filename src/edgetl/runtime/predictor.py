@@ -24,18 +24,25 @@ class Prediction:
         return {"path": path, **out} if path is not None else out
 
 
-def to_image(item, channels: str = "RGB") -> Image.Image:
-    """A path, a PIL image or an HxW / HxWxC uint8 array -> upright image."""
+def _native(image: Image.Image) -> Image.Image:
+    return image if image.mode in ("L", "RGB") else image.convert("RGB")
+
+
+def to_image(item, channels: str = "native") -> Image.Image:
+    """A path, a PIL image or an HxW / HxWxC uint8 array -> upright 8-bit L or
+    RGB image. The InputSpec converts to its channels after resizing, the same
+    way for every kind of input, so paths, images and arrays give one tensor."""
     if isinstance(item, (str, os.PathLike)):
-        return load_image(item, channels)
+        return load_image(item, "native")
     if isinstance(item, Image.Image):
-        return item.convert(channels)
+        return _native(item) if channels == "native" else item.convert(channels)
     arr = np.asarray(item)
     if arr.dtype != np.uint8:
         raise TypeError(f"image arrays must be uint8 (0-255), got {arr.dtype}; convert with .astype(np.uint8)")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    return Image.fromarray(arr).convert(channels)
+    image = Image.fromarray(arr)
+    return _native(image) if channels == "native" else image.convert(channels)
 
 
 class Predictor:
@@ -52,7 +59,7 @@ class Predictor:
     def preprocess(self, images) -> np.ndarray:
         """The exact float32 NCHW batch the model takes."""
         spec = self.input_spec
-        return spec.batch([to_image(item, spec.channels) for item in images])
+        return spec.batch([to_image(item) for item in images])
 
     def predict_proba(self, images) -> np.ndarray:
         images = list(images)

@@ -38,11 +38,11 @@ scikit-learn's ``load_digits`` (and says so).
 
 Run from the repository root::
 
-    python bench/bench_foundation.py --out-json bench/foundation.json
+    python bench/bench_foundation.py --out-json /tmp/bench_foundation.json
 
-Quick smoke run (about a minute)::
+A full run takes about 5 minutes on 2 cores. Quick smoke run (about a minute)::
 
-    python bench/bench_foundation.py --num-images 256 --eager-images 64 \\
+    python bench/bench_foundation.py --num-images 256 --eager-images 64 --eager-repeats 1 \\
         --head-images 5000 --agreement-images 200 --repeats 1
 """
 

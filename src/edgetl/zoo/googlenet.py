@@ -18,26 +18,13 @@ that tensor directly: its InputSpec has mean = std = 127.5.
 
 from __future__ import annotations
 
-import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.input_spec import InputSpec
+from ._layers import ConvBN, init_weights
 from .registry import BackboneSpec, RemoteWeights, register_backbone
-
-
-class ConvBN(nn.Module):
-    """Conv (no bias) -> BatchNorm(eps=1e-3) -> ReLU."""
-
-    def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=1e-3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
 
 
 class InceptionModule(nn.Module):
@@ -97,19 +84,7 @@ class GoogLeNet(nn.Module):
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.in_features)
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def reset_classifier(self, num_classes: int = 0) -> None:
         self.num_classes = num_classes

@@ -12,13 +12,13 @@ State-dict keys: ``conv1``, ``bn1``, ``layer{1..4}.{i}.conv{1,2[,3]}``,
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.input_spec import InputSpec
+from ._layers import init_weights
 from .registry import BackboneSpec, RemoteWeights, register_backbone
 
 # torchvision's ImageNet normalisation, in pixel units.
@@ -104,19 +104,7 @@ class ResNet(nn.Module):
         self.num_features = channels
         self.num_classes = num_classes
         self.fc = nn.Linear(channels, num_classes) if num_classes else None
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.in_features)
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.uniform_(m.bias, -bound, bound)
+        init_weights(self, uniform_linear_bias=True)
 
     def reset_classifier(self, num_classes: int = 0) -> None:
         self.num_classes = num_classes

@@ -1,0 +1,40 @@
+"""Building blocks shared by several family files (not a family itself)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) -> BatchNorm(eps=1e-3) -> ReLU: GoogLeNet's and
+    Inception v3's unit (module names conv/bn as in their checkpoints)."""
+
+    def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def init_weights(model: nn.Module, uniform_linear_bias: bool = False) -> None:
+    """Kaiming-normal convolutions, unit BatchNorm, uniform fully-connected
+    weights (bias zero, or uniform like PyTorch's default)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.in_features)
+            nn.init.uniform_(m.weight, -bound, bound)
+            if uniform_linear_bias:
+                nn.init.uniform_(m.bias, -bound, bound)
+            else:
+                nn.init.zeros_(m.bias)

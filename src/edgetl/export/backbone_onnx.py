@@ -12,6 +12,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..data.input_spec import InputSpec
 
@@ -21,6 +22,13 @@ EXPORT_VERSION = 1  # bump when the exported graph changes
 INPUT_NAME = "input"
 FEATURES_NAME = "features"
 LOGITS_NAME = "logits"
+FINAL_TAP = "final"  # the tap that is forward_features(x); its output is FEATURES_NAME
+TAP_PREFIX = "tap:"  # output f"tap:{name}" of a taps graph: the pooled map after tap ``name``
+
+
+def tap_output_name(tap: str) -> str:
+    """The taps graph output holding tap ``tap``."""
+    return FEATURES_NAME if tap == FINAL_TAP else TAP_PREFIX + tap
 
 
 def default_cache_dir() -> str:
@@ -38,24 +46,66 @@ class BackboneGraph:
     input_spec: InputSpec
     onnx_path: str
     has_logits: bool
+    # A taps graph (export_backbone(..., taps=True)): every tap's name in
+    # output order, "final" last; () for the plain features graph.
+    taps: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         """Identity of the features this graph produces (keys the cache)."""
         raw = json.dumps(
             {"backbone": self.backbone, "weights": self.weights_id, "spec": self.input_spec.to_json(),
-             "tap": "final", "v": EXPORT_VERSION},
+             "tap": list(self.taps) if self.taps else FINAL_TAP, "v": EXPORT_VERSION},
             sort_keys=True,
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
+    @property
+    def feature_outputs(self) -> list[str]:
+        """The graph outputs a feature row is made of, in row order."""
+        return [tap_output_name(t) for t in self.taps] if self.taps else [FEATURES_NAME]
+
+    def tap_dims(self) -> dict[str, int]:
+        """``{tap: width}`` in output order, read from the ONNX output shapes
+        (``{"final": D}`` for a plain graph)."""
+        dims = _output_widths(self.onnx_path, os.path.getmtime(self.onnx_path))
+        return {t: dims[tap_output_name(t)] for t in (self.taps or (FINAL_TAP,))}
+
+    def tap_slices(self) -> dict[str, slice]:
+        """Where each tap sits in a feature row (the concatenation of the
+        outputs in order), e.g. ``row[graph.tap_slices()["block7"]]``."""
+        out, start = {}, 0
+        for tap, width in self.tap_dims().items():
+            out[tap] = slice(start, start + width)
+            start += width
+        return out
+
+
+@lru_cache(maxsize=64)
+def _output_widths(path: str, mtime: float) -> dict[str, int]:
+    import onnx
+
+    widths = {}
+    for value in onnx.load(path, load_external_data=False).graph.output:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 2 or not dims[1].HasField("dim_value"):
+            raise ValueError(f"{path}: output {value.name!r} is not (N, C) with a fixed C")
+        widths[value.name] = int(dims[1].dim_value)
+    return widths
+
 
 class _Exportable:
-    """Wraps the backbone so the graph has named features (+ logits) outputs."""
+    """Wraps the backbone so the graph has named features (+ logits) outputs,
+    or with ``taps`` every tap's pooled output and the features."""
 
     @staticmethod
-    def build(model):
+    def build(model, taps: bool = False):
         import torch
+
+        if taps:
+            from ..zoo._taps import TappedFeatures
+
+            return TappedFeatures(model).eval()
 
         class Wrapper(torch.nn.Module):
             def __init__(self, m):
@@ -72,15 +122,29 @@ class _Exportable:
 
 
 def export_backbone(
-    backbone: str, weights="default", input_spec: InputSpec | None = None, cache_dir: str | None = None
+    backbone: str, weights="default", input_spec: InputSpec | None = None, cache_dir: str | None = None,
+    taps: bool = False,
 ) -> BackboneGraph:
-    """The cached ONNX graph of ``backbone``; exported on first use."""
+    """The cached ONNX graph of ``backbone``; exported on first use.
+
+    ``taps=True`` gives the taps graph instead: outputs ``tap:{name}`` (the
+    globally average-pooled map after each of the backbone's ``tap_points()``,
+    N x C_tap) then ``features``, all from one forward pass, no logits. It is
+    cached under its own key; ``graph.taps`` lists the taps, "final" last."""
     from ..zoo import get_spec, resolve_weights
 
     spec = get_spec(backbone)
     input_spec = input_spec or spec.input_spec
     _, weights_id = resolve_weights(backbone, weights)
-    probe = BackboneGraph(backbone, weights_id, input_spec, "", False)
+    tap_names: tuple[str, ...] = ()
+    if taps:
+        import torch
+
+        from ..zoo._taps import tap_names as model_tap_names
+
+        with torch.device("meta"):
+            tap_names = model_tap_names(spec.builder(num_classes=0))
+    probe = BackboneGraph(backbone, weights_id, input_spec, "", False, tap_names)
     folder = os.path.join(cache_dir or default_cache_dir(), "models")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{backbone}-{probe.key}.onnx")
@@ -88,7 +152,7 @@ def export_backbone(
         import onnx
 
         outputs = [o.name for o in onnx.load(path, load_external_data=False).graph.output]
-        return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs)
+        return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
 
     import torch
 
@@ -99,13 +163,19 @@ def export_backbone(
         from ..zoo.grayscale import fold_to_grayscale
 
         fold_to_grayscale(model, spec.stem_conv, spec.input_spec, input_spec)
-    wrapper = _Exportable.build(model)
-    has_logits = bool(model.num_classes)
+    wrapper = _Exportable.build(model, taps=bool(tap_names))
+    has_logits = bool(model.num_classes) and not tap_names
     example = torch.zeros(2, input_spec.num_channels, input_spec.image_size, input_spec.image_size)
-    outputs = [FEATURES_NAME, LOGITS_NAME] if has_logits else [FEATURES_NAME]
+    if tap_names:
+        if wrapper.names != tap_names:
+            raise RuntimeError(f"{backbone}: taps {wrapper.names} differ from the declared {tap_names}")
+        outputs = [tap_output_name(t) for t in tap_names]
+    else:
+        outputs = [FEATURES_NAME, LOGITS_NAME] if has_logits else [FEATURES_NAME]
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
     os.close(fd)
-    log.info("exporting %s at %d px to ONNX (once; cached in %s)", backbone, input_spec.image_size, folder)
+    log.info("exporting %s%s at %d px to ONNX (once; cached in %s)", backbone, " with taps" if tap_names else "",
+             input_spec.image_size, folder)
     # The exporter narrates every pass; keep the user's log readable.
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnx_ir", "onnxscript")]
     levels = [q.level for q in quiet]
@@ -132,4 +202,4 @@ def export_backbone(
             q.setLevel(lvl)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return BackboneGraph(backbone, weights_id, input_spec, path, has_logits)
+    return BackboneGraph(backbone, weights_id, input_spec, path, has_logits, tap_names)

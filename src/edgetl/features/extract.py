@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..data.image import decode_image
 from ..data.input_spec import InputSpec
 from ..errors import DataError
-from ..export.backbone_onnx import FEATURES_NAME, INPUT_NAME, BackboneGraph, default_cache_dir
+from ..export.backbone_onnx import FINAL_TAP, INPUT_NAME, BackboneGraph, default_cache_dir
 from ..runtime.session import make_session
 from .cache import FeatureCache
 
@@ -39,6 +39,16 @@ class Extraction:
     skipped: list[dict] = field(default_factory=list)
     num_extracted: int = 0  # cache misses actually run
     num_cached: int = 0
+    # Taps graph: where each tap sits in a row ({"final": all of it} otherwise).
+    tap_slices: dict[str, slice] = field(default_factory=dict)
+
+    def tap(self, name: str) -> np.ndarray:
+        """The features of tap ``name`` (``"final"``: the backbone's features), (n_ok, C_tap)."""
+        if name not in self.tap_slices:
+            raise KeyError(f"no tap {name!r}; taps: {list(self.tap_slices)}")
+        if not len(self.features):
+            return np.zeros((0, self.tap_slices[name].stop - self.tap_slices[name].start), np.float32)
+        return self.features[:, self.tap_slices[name]]
 
 
 def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
@@ -86,9 +96,13 @@ class FeatureExtractor:
         self.session = make_session(graph.onnx_path, num_threads=num_threads)
         folder = os.path.join(cache_dir or default_cache_dir(), "features", graph.key)
         self.cache = FeatureCache(folder)
+        self.outputs = graph.feature_outputs
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([FEATURES_NAME], {INPUT_NAME: batch})[0]
+        """One row per image: the features, or for a taps graph every tap's
+        pooled output concatenated in graph order ("final" last)."""
+        outs = self.session.run(self.outputs, {INPUT_NAME: batch})
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def extract(self, paths: list[str], progress: bool | None = None, desc: str = "features") -> Extraction:
         spec = self.graph.input_spec
@@ -135,4 +149,6 @@ class FeatureExtractor:
         ok = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in failed], np.int64)
         features = self.cache.get([keys[i] for i in ok]) if len(ok) else np.zeros((0, 0), np.float32)
         # Failed decodes are retried next time; they are not 'extracted'.
-        return Extraction(features, ok, skipped, num_extracted=len(misses) - len(set(failed)), num_cached=num_cached)
+        slices = self.graph.tap_slices() if self.graph.taps else {FINAL_TAP: slice(0, features.shape[1])}
+        return Extraction(features, ok, skipped, num_extracted=len(misses) - len(set(failed)), num_cached=num_cached,
+                          tap_slices=slices)

@@ -146,6 +146,21 @@ class AlexNet(nn.Module):
         self.num_classes = num_classes
         self.classifier[6] = self._final_layer(num_classes)
 
+    def tap_points(self) -> list[tuple[str, str]]:
+        """After each max-pool (``pool2``, ``pool5``: named after the
+        convolution they follow) and after the ReLU of each convolution fed
+        straight into another (``conv3``, ``conv4``), so this short network
+        has a few taps; ``pool1`` follows the stem convolution only."""
+        taps, convs, layers = [], 0, list(self.features)
+        for i, m in enumerate(layers):
+            if isinstance(m, nn.Conv2d):
+                convs += 1
+            elif isinstance(m, nn.MaxPool2d):
+                taps.append((f"pool{convs}", f"features.{i}"))
+            elif isinstance(m, nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Conv2d):
+                taps.append((f"conv{convs}", f"features.{i}"))
+        return taps[1:]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """fc7 activations, shape (N, num_features)."""
         x = torch.flatten(self.avgpool(self.features(x)), 1)

@@ -133,6 +133,12 @@ class EfficientNetLite(nn.Module):
         self.num_classes = num_classes
         self._fc = nn.Linear(self.num_features, num_classes) if num_classes else None
 
+    def tap_points(self) -> list[tuple[str, str]]:
+        """The end of each stage, ``("block7", "_blocks.7")``; leading stages
+        that do not downsample run at the stem's resolution and are skipped."""
+        first = next(i for i, stage in enumerate(_BLOCKS) if stage[2] > 1)
+        return [(f"block{end}", f"_blocks.{end}") for end in self.stage_ends[first:]]
+
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:

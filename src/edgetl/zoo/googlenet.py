@@ -58,6 +58,10 @@ _LAYOUT = (
     ("inception5b", 832, 384, 192, 384, 48, 128, 128),
 )
 
+# Inception modules tapped: both of group 3, every other one of group 4 (its
+# end, 4e, included), 5a; 5b pooled is the final features.
+_TAPS = ("inception3a", "inception3b", "inception4a", "inception4c", "inception4e", "inception5a")
+
 
 class GoogLeNet(nn.Module):
     """GoogLeNet without auxiliary heads. ``forward`` gives ImageNet logits
@@ -89,6 +93,9 @@ class GoogLeNet(nn.Module):
     def reset_classifier(self, num_classes: int = 0) -> None:
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+
+    def tap_points(self) -> list[tuple[str, str]]:
+        return [(name, name) for name in _TAPS]
 
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool1(self.conv1(x))

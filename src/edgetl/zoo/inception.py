@@ -160,6 +160,11 @@ class AuxClassifier(nn.Module):
         x = self.conv1(self.conv0(F.avg_pool2d(x, 5, stride=3)))
         return self.fc(x.mean(dim=(2, 3)))
 
+# Mixed blocks tapped: first and last of the 35x35 group, the 17x17 group's
+# first (the grid reduction), middle and last, and 7b; Mixed_7c pooled is the
+# final features.
+_TAPS = ("Mixed_5b", "Mixed_5d", "Mixed_6a", "Mixed_6c", "Mixed_6e", "Mixed_7b")
+
 
 class InceptionV3(nn.Module):
     """Inception v3. ``forward`` gives ImageNet logits when the model has its
@@ -195,6 +200,9 @@ class InceptionV3(nn.Module):
     def reset_classifier(self, num_classes: int = 0) -> None:
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+
+    def tap_points(self) -> list[tuple[str, str]]:
+        return [(name, name) for name in _TAPS]
 
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         for stem in (self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, self.maxpool1,

@@ -79,16 +79,26 @@ def _new_linear(cin: int, cout: int) -> nn.Module:
 
 
 class _MobileNetBase(nn.Module):
-    """The shared contract: the final ``Linear`` is ``classifier[-1]``."""
+    """The shared contract: the final ``Linear`` is ``classifier[-1]``.
+    ``stages`` lists, per stage of blocks (consecutive blocks of one output
+    width), the index in ``features`` of its last block and its stride."""
 
     features: nn.Sequential
     classifier: nn.Sequential
     num_features: int
     num_classes: int
+    stages: list[tuple[int, int]]
 
     def reset_classifier(self, num_classes: int = 0) -> None:
         self.num_classes = num_classes
         self.classifier[-1] = _new_linear(self.num_features, num_classes)
+
+    def tap_points(self) -> list[tuple[str, str]]:
+        """The last block of each stage (where resolution or width changes),
+        ``("block3", "features.3")``; leading stages that do not downsample
+        run at the stem's resolution and are skipped."""
+        first = next(i for i, (_, stride) in enumerate(self.stages) if stride > 1)
+        return [(f"block{end}", f"features.{end}") for end, _ in self.stages[first:]]
 
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -137,10 +147,12 @@ class MobileNetV2(_MobileNetBase):
         stem, head = 32, 1280
         layers: list[nn.Module] = [ConvNormAct(3, stem, 3, 2)]
         cin = stem
+        self.stages = []
         for expand, cout, repeats, stride in _V2_STAGES:
             for r in range(repeats):
                 layers.append(InvertedResidualV2(cin, cout, stride if r == 0 else 1, expand))
                 cin = cout
+            self.stages.append((len(layers) - 1, stride))
         layers.append(ConvNormAct(cin, head, 1))
         self.features = nn.Sequential(*layers)
         self.num_features = head
@@ -231,7 +243,12 @@ class MobileNetV3(_MobileNetBase):
         stem = 16
         layers: list[nn.Module] = [ConvNormAct(3, stem, 3, 2, act=nn.Hardswish, **_V3_BN)]
         cin = stem
+        self.stages = []
         for kernel, mid, cout, use_se, hardswish, stride in setting:
+            if stride > 1 or not self.stages or cout != cin:  # a block changing resolution or width opens a stage
+                self.stages.append((len(layers), stride))
+            else:
+                self.stages[-1] = (len(layers), self.stages[-1][1])
             layers.append(InvertedResidualV3(cin, kernel, mid, cout, use_se, hardswish, stride))
             cin = cout
         layers.append(ConvNormAct(cin, 6 * cin, 1, act=nn.Hardswish, **_V3_BN))

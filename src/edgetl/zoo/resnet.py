@@ -110,6 +110,10 @@ class ResNet(nn.Module):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
 
+    def tap_points(self) -> list[tuple[str, str]]:
+        """The ends of the stages; ``layer4`` pooled is the final features."""
+        return [(f"layer{i}", f"layer{i}") for i in (1, 2, 3)]
+
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):

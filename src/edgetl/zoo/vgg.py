@@ -93,6 +93,12 @@ class VGG(nn.Module):
         self.num_classes = num_classes
         self.classifier[6] = self._final_layer(num_classes)
 
+    def tap_points(self) -> list[tuple[str, str]]:
+        """After each max-pool, named ``pool1``..``pool5`` by block; ``pool1``
+        follows the stem's convolutions only and is skipped."""
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        return [(f"pool{k + 1}", f"features.{i}") for k, i in enumerate(pools)][1:]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """fc7 activations, shape (N, num_features)."""
         x = torch.flatten(self.avgpool(self.features(x)), 1)

@@ -102,13 +102,44 @@ def cmd_predict(args) -> int:
     from .runtime import Predictor
 
     predictor = Predictor(args.run_dir, int8=args.int8)
-    preds = predictor.predict(args.images)
-    if args.json:
-        _json([{"path": p, "label": r.label, "probability": r.probability} for p, r in zip(args.images, preds)])
-    else:
-        for path, r in zip(args.images, preds):
-            print(f"{path}\t{r.label}\t{r.probability:.3f}")
+    _print_predictions(args.images, predictor.predict(args.images), args.json)
     return 0
+
+
+def _print_predictions(paths, preds, as_json: bool) -> None:
+    if as_json:
+        _json([{"path": p, "label": r.label, "probability": r.probability} for p, r in zip(paths, preds)])
+    else:
+        for path, r in zip(paths, preds):
+            print(f"{path}\t{r.label}\t{r.probability:.3f}")
+
+
+def cmd_device(args) -> int:
+    """The phone's side, on this machine: edgetl.runtime only (never torch)."""
+    from .runtime.personalize import Personalizer
+
+    if args.device_command == "add":
+        p = Personalizer(args.run_dir, args.state_dir, int8=args.int8)
+        new = args.label not in p.labels
+        n = p.add_examples(args.images, args.label)
+        p.save()
+        what = "new class, usable now; 'edgetl device fit' refines it" if new else "known class"
+        print(f"added {n} example{'s' if n != 1 else ''} of '{args.label}' ({what}); "
+              f"{p.counts()[args.label]} stored for it, {len(p.labels)} classes in {args.state_dir}")
+        return 0
+    if args.device_command == "fit":
+        p = Personalizer(None, args.state_dir)
+        history = p.fit(epochs=args.epochs)
+        p.save()
+        print(f"trained the head for {args.epochs} epochs on {len(p.stored_labels)} stored examples of "
+              f"{len(p.labels)} classes: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}")
+        return 0
+    if args.device_command == "predict":
+        p = Personalizer(None, args.state_dir)
+        _print_predictions(args.images, p.predict(args.images), args.json)
+        return 0
+    args.device_parser.print_help(sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def cmd_demo(args) -> int:
@@ -148,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgetl", description="Transfer learning for mobile and edge ML: labeled photos in, on-device bundle out."
     )
     parser.add_argument("--version", action="version", version=f"edgetl {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
+    verbose_flag = argparse.ArgumentParser(add_help=False)
+    verbose_flag.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
+    common = argparse.ArgumentParser(add_help=False, parents=[verbose_flag])
     common.add_argument("--cache-dir", default=None, help="feature/model cache (default $EDGETL_CACHE_DIR or ~/.cache/edgetl)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -194,18 +226,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("device", help="learn on the device: add examples and classes, fit, predict (no torch)")
+    p.set_defaults(func=cmd_device, device_command=None, device_parser=p, verbose=False)
+    dsub = p.add_subparsers(dest="device_command", metavar="ACTION")
+    d = dsub.add_parser("add", parents=[verbose_flag], help="embed images as examples of a label (a new label is a new class)")
+    d.add_argument("run_dir", metavar="RUN_DIR")
+    d.add_argument("state_dir", metavar="STATE_DIR", help="where the device keeps what it learned (created if missing)")
+    d.add_argument("--label", required=True, metavar="NAME")
+    d.add_argument("images", nargs="+", metavar="IMAGE")
+    d.add_argument("--int8", action="store_true", help="embed with features.int8.onnx (when starting a state)")
+    d = dsub.add_parser("fit", parents=[verbose_flag], help="train the head on all stored examples (train_step.onnx)")
+    d.add_argument("state_dir", metavar="STATE_DIR")
+    d.add_argument("--epochs", type=int, default=20)
+    d = dsub.add_parser("predict", parents=[verbose_flag], help="label images with the personalized model")
+    d.add_argument("state_dir", metavar="STATE_DIR")
+    d.add_argument("images", nargs="+", metavar="IMAGE")
+    d.add_argument("--json", action="store_true")
+
     p = sub.add_parser("weights", help="fetch, import or list pretrained backbone weights ($EDGETL_WEIGHTS_DIR)")
     p.set_defaults(func=cmd_weights, weights_command=None, weights_parser=p, verbose=False)
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
-    w = wsub.add_parser("fetch", parents=[verbose], help="download a backbone's published checkpoint (sha256-checked)")
+    w = wsub.add_parser("fetch", parents=[verbose_flag], help="download a backbone's published checkpoint (sha256-checked)")
     w.add_argument("name", metavar="NAME")
     w.add_argument("--url", default=None, help="download from this address instead (a mirror); same checks")
-    w = wsub.add_parser("import", parents=[verbose], help="use a checkpoint file you have as a backbone's default weights")
+    w = wsub.add_parser("import", parents=[verbose_flag], help="use a checkpoint file you have as a backbone's default weights")
     w.add_argument("name", metavar="NAME")
     w.add_argument("file", metavar="FILE", help=".pth state dict or .safetensors file")
-    w = wsub.add_parser("list", parents=[verbose], help="which backbones have their weights on this machine")
+    w = wsub.add_parser("list", parents=[verbose_flag], help="which backbones have their weights on this machine")
     w.add_argument("--json", action="store_true")
     return parser
 

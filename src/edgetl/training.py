@@ -21,13 +21,15 @@ from .data.image import decode_image
 from .errors import DataError, RunExistsError
 from .export.backbone_onnx import export_backbone
 from .features.extract import FeatureExtractor
-from .runtime.bundle import LABELS, METRICS, MODEL_FP32, MODEL_INT8
+from .runtime.bundle import (FEATURES_FP32, FEATURES_INT8, HEAD, LABELS, METRICS, MODEL_FP32, MODEL_INT8,
+                             TRAIN_STEP)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 MAX_AGREEMENT_IMAGES = 1000
 NUM_CALIBRATION_IMAGES = 128
+EXEMPLARS_PER_CLASS = 50  # training features per class kept in the bundle for on-device rehearsal
 
 
 @dataclass
@@ -80,6 +82,41 @@ def _calibration_batches(paths: list[str], spec, seed: int, batch_size: int = 16
     return [np.stack(arrays[i : i + batch_size]) for i in range(0, len(arrays), batch_size)]
 
 
+def exemplar_rows(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Up to ``per_class`` random row indices of each class, sorted."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return np.sort(np.concatenate(rows))
+
+
+def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y_train: np.ndarray,
+                       calibration, seed: int) -> None:
+    """features.onnx (+ int8), model.onnx (+ int8) = the same feature models
+    with the head on top, head.safetensors and train_step.onnx."""
+    import onnx
+    from safetensors.numpy import save_file
+
+    from .export.fuse import append_head
+    from .export.train_step import build_train_step
+    from .quantize import quantize_int8
+
+    W, b = head.folded()
+    onnx.save(features_model, os.path.join(folder, FEATURES_FP32))
+    quantize_int8(os.path.join(folder, FEATURES_FP32), os.path.join(folder, FEATURES_INT8), calibration)
+    for features_name, model_name in ((FEATURES_FP32, MODEL_FP32), (FEATURES_INT8, MODEL_INT8)):
+        onnx.save(append_head(onnx.load(os.path.join(folder, features_name)), W, b), os.path.join(folder, model_name))
+    keep = exemplar_rows(y_train, EXEMPLARS_PER_CLASS, seed)
+    save_file({
+        "weight": np.ascontiguousarray(head.coef_, np.float32),
+        "bias": np.ascontiguousarray(head.intercept_, np.float32),
+        "mean": np.ascontiguousarray(head.mean_, np.float32),
+        "scale": np.ascontiguousarray(head.scale_, np.float32),
+        "exemplar_features": np.ascontiguousarray(X_train[keep], np.float32),
+        "exemplar_labels": np.ascontiguousarray(y_train[keep], np.int64),
+    }, os.path.join(folder, HEAD), metadata={"format": "edgetl.head/1", "kind": "softmax", "l2": repr(float(head.l2))})
+    onnx.save(build_train_step(head.mean_, head.scale_), os.path.join(folder, TRAIN_STEP))
+
+
 def folder_is_grayscale(paths: list[str]) -> bool:
     from .data.image import is_grayscale_file
 
@@ -112,14 +149,11 @@ def train(
 
     ``grayscale``: None decides from the images (one channel when all are
     grey), True/False forces it."""
-    from .export.fuse import fuse_classifier
+    from .export.fuse import feature_model
     from .heads.softmax import SoftmaxHead
-    from .quantize import quantize_int8
     from .report import classification_metrics
     from .runtime.predictor import Predictor
     from .zoo import get_spec
-
-    import onnx
 
     data_dir, out_dir = os.fspath(data_dir), os.fspath(out_dir)
     timings: dict[str, float] = {}
@@ -188,16 +222,13 @@ def train(
         t = time.perf_counter()
         log.info("exporting model.onnx and model.int8.onnx (calibrated on %d training images)",
                  min(NUM_CALIBRATION_IMAGES, len(train_idx)))
-        W, b = head.folded()
-        fused = fuse_classifier(graph.onnx_path, W, b, used.classes, input_spec, backbone)
-        fp32_path = os.path.join(tmp_dir, MODEL_FP32)
-        onnx.save(fused, fp32_path)
         with open(os.path.join(tmp_dir, LABELS), "w", encoding="utf-8") as fh:
             fh.write("".join(f"{c}\n" for c in used.classes))
         train_paths = [used.paths[i] for i in train_idx]
         calib = _calibration_batches(train_paths, input_spec, seed)
-        quantize_int8(fp32_path, os.path.join(tmp_dir, MODEL_INT8), calib,
-                      exclude_nodes=("head_fc", "head_softmax"))
+        features = feature_model(graph.onnx_path, used.classes, input_spec, backbone)
+        write_device_files(tmp_dir, features, head, X[train_idx], y[train_idx], calib, seed)
+        fp32_path = os.path.join(tmp_dir, MODEL_FP32)
         timings["bundle_s"] = time.perf_counter() - t
 
         # The device runtime on the bundle vs the host head on cached features.
@@ -243,6 +274,8 @@ def train(
             "model_mb": {
                 "fp32": os.path.getsize(fp32_path) / 1e6,
                 "int8": os.path.getsize(os.path.join(tmp_dir, MODEL_INT8)) / 1e6,
+                "features_int8": os.path.getsize(os.path.join(tmp_dir, FEATURES_INT8)) / 1e6,
+                "head": os.path.getsize(os.path.join(tmp_dir, HEAD)) / 1e6,
             },
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         }

@@ -16,26 +16,7 @@ from ..data.input_spec import InputSpec
 from ..runtime.bundle import (FORMAT_VERSION, INPUT_NAME, KEY_BACKBONE, KEY_FORMAT, KEY_LABELS, KEY_SPEC,
                               OUTPUT_NAME)
 from .backbone_onnx import FEATURES_NAME
-
-
-def _prune(graph: onnx.GraphProto, keep_outputs: set[str]) -> None:
-    """Drop outputs not in keep_outputs and the nodes only they needed."""
-    kept = [o for o in graph.output if o.name in keep_outputs]
-    del graph.output[:]
-    graph.output.extend(kept)
-    needed = set(keep_outputs)
-    live = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            live.append(node)
-            needed.update(i for i in node.input if i)
-    live.reverse()
-    del graph.node[:]
-    graph.node.extend(live)
-    used = set(needed)
-    inits = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
+from .graph_ops import prune_graph as _prune
 
 
 def set_metadata(model: onnx.ModelProto, labels: list[str], input_spec: InputSpec, backbone: str) -> None:
@@ -52,15 +33,26 @@ def set_metadata(model: onnx.ModelProto, labels: list[str], input_spec: InputSpe
         model.metadata_props.add(key=key, value=value)
 
 
-def fuse_classifier(backbone_onnx: str, weight: np.ndarray, bias: np.ndarray, labels: list[str],
-                    input_spec: InputSpec, backbone: str) -> onnx.ModelProto:
-    """``weight`` (C x D) and ``bias`` (C) act on the raw pooled features."""
+def feature_model(backbone_onnx: str, labels: list[str], input_spec: InputSpec, backbone: str) -> onnx.ModelProto:
+    """The frozen feature model of a bundle (``features.onnx``): the backbone
+    graph the head was trained on, with only its ``features`` output."""
     model = onnx.load(backbone_onnx)
+    _prune(model.graph, {FEATURES_NAME})
+    assert model.graph.input[0].name == INPUT_NAME
+    model.graph.name = f"edgetl_{backbone}_features"
+    set_metadata(model, labels, input_spec, backbone)
+    return model
+
+
+def append_head(features: onnx.ModelProto, weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """A copy of feature model ``features`` (fp32 or int8) with the head on top:
+    ``weight`` (C x D) and ``bias`` (C) act on the raw pooled features; the
+    output is ``probabilities``. Metadata (labels, InputSpec) is kept."""
+    model = onnx.ModelProto()
+    model.CopyFrom(features)
     graph = model.graph
-    _prune(graph, {FEATURES_NAME})
-    assert graph.input[0].name == INPUT_NAME
     graph.initializer.extend([
-        numpy_helper.from_array(np.ascontiguousarray(weight.T, np.float32), "head.weight_t"),
+        numpy_helper.from_array(np.ascontiguousarray(np.asarray(weight, np.float32).T), "head.weight_t"),
         numpy_helper.from_array(np.asarray(bias, np.float32), "head.bias"),
     ])
     graph.node.extend([
@@ -69,10 +61,15 @@ def fuse_classifier(backbone_onnx: str, weight: np.ndarray, bias: np.ndarray, la
     ])
     del graph.output[:]
     batch = graph.input[0].type.tensor_type.shape.dim[0]
-    out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, len(labels)])
+    out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, len(bias)])
     out.type.tensor_type.shape.dim[0].CopyFrom(batch)
     graph.output.append(out)
-    graph.name = f"edgetl_{backbone}_classifier"
-    set_metadata(model, labels, input_spec, backbone)
+    graph.name = graph.name.replace("_features", "_classifier")
     onnx.checker.check_model(model)
     return model
+
+
+def fuse_classifier(backbone_onnx: str, weight: np.ndarray, bias: np.ndarray, labels: list[str],
+                    input_spec: InputSpec, backbone: str) -> onnx.ModelProto:
+    """``weight`` (C x D) and ``bias`` (C) act on the raw pooled features."""
+    return append_head(feature_model(backbone_onnx, labels, input_spec, backbone), weight, bias)

@@ -2,7 +2,15 @@
 
 A RUN_DIR holds ``model.onnx`` (fp32), ``model.int8.onnx``, ``labels.txt`` and
 ``metrics.json``. Labels and the InputSpec are also inside each ONNX file's
-``metadata_props`` so a model file alone is enough on a phone."""
+``metadata_props`` so a model file alone is enough on a phone.
+
+For learning on the device it also holds the same model in three parts:
+``features.onnx`` / ``features.int8.onnx`` (the frozen feature model, output
+``features``), ``head.safetensors`` (``weight`` C x D and ``bias`` C acting on
+standardised features, the standardisation ``mean`` and ``scale``, and
+``exemplar_features`` / ``exemplar_labels``: a few training features per class
+so old classes are rehearsed when new ones are learned) and ``train_step.onnx``
+(one gradient step of the head; see ``edgetl.export.train_step``)."""
 
 from __future__ import annotations
 
@@ -18,6 +26,10 @@ from ..errors import BundleError
 FORMAT_VERSION = "1"
 MODEL_FP32 = "model.onnx"
 MODEL_INT8 = "model.int8.onnx"
+FEATURES_FP32 = "features.onnx"
+FEATURES_INT8 = "features.int8.onnx"
+HEAD = "head.safetensors"
+TRAIN_STEP = "train_step.onnx"
 LABELS = "labels.txt"
 METRICS = "metrics.json"
 INPUT_NAME = "input"
@@ -77,3 +89,42 @@ def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
     if not out or len(dims) != 2 or (dims[1].dim_value and dims[1].dim_value != len(labels)):
         raise BundleError(f"'{model_path}' does not output {len(labels)} class probabilities; {fix} again")
     return Bundle(run_dir, model_path, labels, spec, meta.get(KEY_BACKBONE, "unknown"))
+
+
+@dataclass(frozen=True)
+class DeviceFiles:
+    """What learning on the device needs from a bundle."""
+
+    bundle: Bundle  # labels and InputSpec
+    features_path: str  # features.onnx or features.int8.onnx
+    train_step_path: str
+    head: dict  # weight, bias, mean, scale, exemplar_features, exemplar_labels (numpy)
+    l2: float
+
+
+HEAD_ARRAYS = ("weight", "bias", "mean", "scale", "exemplar_features", "exemplar_labels")
+
+
+def read_device_files(run_dir: str, int8: bool = False) -> DeviceFiles:
+    from safetensors import SafetensorError, safe_open
+
+    bundle = read_bundle(run_dir, int8=int8)
+    again = "train it again with this edgetl ('edgetl train') to add the on-device learning files"
+    paths = {name: os.path.join(bundle.run_dir, name) for name in
+             (FEATURES_INT8 if int8 else FEATURES_FP32, HEAD, TRAIN_STEP)}
+    for name, path in paths.items():
+        if not os.path.isfile(path):
+            raise BundleError(f"'{bundle.run_dir}' has no {name}; {again}")
+    try:
+        with safe_open(paths[HEAD], framework="numpy") as fh:
+            head = {key: fh.get_tensor(key) for key in fh.keys()}
+            meta = fh.metadata() or {}
+        l2 = float(meta.get("l2", 1e-4))
+    except (SafetensorError, OSError, ValueError):
+        raise BundleError(f"'{paths[HEAD]}' is not a readable safetensors file; {again}") from None
+    missing = [k for k in HEAD_ARRAYS if k not in head]
+    shape = head["weight"].shape if "weight" in head else ()
+    if (missing or len(shape) != 2 or shape[0] != len(bundle.labels) or head["mean"].shape != shape[1:]
+            or head["exemplar_features"].shape[1:] != shape[1:]):
+        raise BundleError(f"'{paths[HEAD]}' does not match the bundle's {len(bundle.labels)} labels; {again}")
+    return DeviceFiles(bundle, paths[FEATURES_INT8 if int8 else FEATURES_FP32], paths[TRAIN_STEP], head, l2)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.image import load_image
+from ..errors import DataError
 from .bundle import INPUT_NAME, OUTPUT_NAME, read_bundle
 from .session import make_session
 
@@ -45,6 +46,16 @@ def to_image(item, channels: str = "native") -> Image.Image:
     return _native(image) if channels == "native" else image.convert(channels)
 
 
+def run_images(session, spec, images, output: str, batch_size: int = 32) -> np.ndarray:
+    """One output of ``session`` for every image, in batches of ``batch_size``."""
+    images = list(images)
+    parts = [session.run([output], {INPUT_NAME: spec.batch([to_image(item) for item in images[i : i + batch_size]])})[0]
+             for i in range(0, len(images), batch_size)]
+    if not parts:
+        raise DataError("no images given; pass at least one image")
+    return np.concatenate(parts)
+
+
 class Predictor:
     """Classify images with a bundle's ``model.onnx`` (or ``model.int8.onnx``)."""
 
@@ -63,13 +74,14 @@ class Predictor:
 
     def predict_proba(self, images) -> np.ndarray:
         images = list(images)
-        out = np.zeros((len(images), len(self.labels)), np.float32)
-        for start in range(0, len(images), self.batch_size):
-            batch = self.preprocess(images[start : start + self.batch_size])
-            out[start : start + len(batch)] = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-        return out
+        if not images:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return run_images(self._session, self.input_spec, images, OUTPUT_NAME, self.batch_size)
 
     def predict(self, images) -> list[Prediction]:
-        proba = self.predict_proba(images)
-        idx = proba.argmax(axis=1)
-        return [Prediction(self.labels[i], float(p[i]), int(i)) for i, p in zip(idx, proba)]
+        return top_predictions(self.predict_proba(images), self.labels)
+
+
+def top_predictions(proba: np.ndarray, labels: list[str]) -> list[Prediction]:
+    idx = proba.argmax(axis=1)
+    return [Prediction(labels[i], float(p[i]), int(i)) for i, p in zip(idx, proba)]

@@ -1,0 +1,266 @@
+"""Keep learning on the device: new examples, new classes, on plain ONNX Runtime.
+
+A :class:`Personalizer` holds the bundle's frozen feature model
+(``features.onnx``), the softmax head (``weight``, ``bias`` on standardised
+features) and a store of features: the bundle's exemplars of the classes it was
+trained on plus everything the user added. Images are embedded once and
+dropped; only their features are kept. Training runs the bundle's
+``train_step.onnx``, one ONNX Runtime call per mini-batch, so the same loop
+works in any app that has ONNX Runtime (numpy + onnxruntime + Pillow here,
+never torch).
+
+The state is one safetensors file in ``state_dir``, replaced atomically by
+:meth:`Personalizer.save` (written to a temporary name, flushed, renamed): a
+process killed while saving leaves the previous state."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from ..errors import BundleError, DataError
+from .bundle import read_device_files
+from .predictor import Prediction, run_images, top_predictions
+from .session import make_session
+
+STATE_FILE = "personal.safetensors"
+STATE_FORMAT = "edgetl.personal/1"
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Personalizer:
+    """On-device learning for a bundle written by ``edgetl train``.
+
+    ``Personalizer(run_dir, state_dir)`` opens the state in ``state_dir`` if
+    there is one (``run_dir`` may then be None: the state remembers its
+    bundle), otherwise starts from the bundle. Nothing is written until
+    :meth:`save`."""
+
+    def __init__(self, run_dir: str | os.PathLike | None, state_dir: str | os.PathLike, int8: bool = False,
+                 num_threads: int | None = None):
+        self.state_dir = os.fspath(state_dir)
+        state_path = os.path.join(self.state_dir, STATE_FILE)
+        saved = self._read_state(state_path) if os.path.isfile(state_path) else None
+        if saved is not None:
+            arrays, meta = saved
+            stored_run = meta["run_dir"]
+            if run_dir is not None and os.path.realpath(os.fspath(run_dir)) != os.path.realpath(stored_run):
+                raise DataError(f"State '{self.state_dir}' belongs to bundle '{stored_run}', not '{run_dir}'; "
+                                f"use another state folder for this bundle")
+            run_dir, int8 = stored_run, meta["int8"] == "1"
+        elif run_dir is None:
+            raise DataError(f"'{self.state_dir}' holds no personalization state; start one with "
+                            f"'edgetl device add RUN_DIR {self.state_dir} --label NAME IMAGE...'")
+        files = read_device_files(os.fspath(run_dir), int8=int8)
+        self.run_dir = os.path.abspath(files.bundle.run_dir)
+        self.int8 = int8
+        self.input_spec = files.bundle.input_spec
+        self.l2 = files.l2
+        self._mean, self._scale = files.head["mean"], files.head["scale"]
+        self._features_hash = _file_sha256(files.features_path)
+        self._features = make_session(files.features_path, num_threads=num_threads)
+        self._step = make_session(files.train_step_path, num_threads=num_threads)
+        if saved is None:
+            self.labels = list(files.bundle.labels)
+            self.weight = files.head["weight"].astype(np.float32)
+            self.bias = files.head["bias"].astype(np.float32)
+            self.stored_features = files.head["exemplar_features"].astype(np.float32)
+            self.stored_labels = files.head["exemplar_labels"].astype(np.int64)
+            self.num_added = 0
+            self.history: list[dict] = []
+        else:
+            if meta["features_sha256"] != self._features_hash:
+                raise BundleError(f"The feature model in '{self.run_dir}' changed since state '{self.state_dir}' "
+                                  f"was made (the stored features no longer match it); start a new state folder")
+            self.labels = json.loads(meta["labels"])
+            self.weight, self.bias = arrays["weight"], arrays["bias"]
+            self.stored_features, self.stored_labels = arrays["features"], arrays["labels"]
+            self.num_added = int(meta["num_added"])
+            self.history = json.loads(meta["history"])
+
+    # -- state -------------------------------------------------------------
+
+    def _read_state(self, path: str):
+        from safetensors import SafetensorError, safe_open
+
+        broken = (f"Personalization state '{path}' is damaged; move it away and start again with "
+                  f"'edgetl device add'")
+        try:
+            with safe_open(path, framework="numpy") as fh:
+                arrays = {key: fh.get_tensor(key) for key in fh.keys()}
+                meta = fh.metadata() or {}
+        except (SafetensorError, OSError, ValueError):
+            raise BundleError(broken) from None
+        needed = ("format", "run_dir", "int8", "labels", "features_sha256", "num_added", "history")
+        if meta.get("format") != STATE_FORMAT or any(k not in meta for k in needed) or \
+                any(k not in arrays for k in ("weight", "bias", "features", "labels")):
+            raise BundleError(broken)
+        return arrays, meta
+
+    def save(self) -> str:
+        """Write the state atomically; returns the state file's path."""
+        from safetensors.numpy import save
+
+        os.makedirs(self.state_dir, exist_ok=True)
+        path = os.path.join(self.state_dir, STATE_FILE)
+        meta = {
+            "format": STATE_FORMAT,
+            "run_dir": self.run_dir,
+            "int8": "1" if self.int8 else "0",
+            "labels": json.dumps(self.labels),
+            "features_sha256": self._features_hash,
+            "num_added": str(self.num_added),
+            "history": json.dumps(self.history),
+        }
+        arrays = {"weight": self.weight, "bias": self.bias, "features": self.stored_features,
+                  "labels": self.stored_labels}
+        for stale in glob.glob(os.path.join(glob.escape(self.state_dir), f".{STATE_FILE}.*.tmp")):
+            os.unlink(stale)  # left by a writer that was killed mid-save
+        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
+        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    # -- learning ----------------------------------------------------------
+
+    def embed(self, images) -> np.ndarray:
+        """Raw features (as ``features.onnx`` outputs them) of the images."""
+        return run_images(self._features, self.input_spec, images, "features")
+
+    def _standardise(self, features: np.ndarray) -> np.ndarray:
+        return (features - self._mean) / self._scale
+
+    def add_examples(self, images, label: str) -> int:
+        """Embed ``images`` as examples of ``label``; keeps their features only.
+
+        A label the model has never seen becomes a class at once: its weights
+        are imprinted from the mean of its standardised features (a
+        nearest-class-mean classifier in the head's own form), no training
+        needed; :meth:`fit` then refines every class. Returns the number of
+        examples added."""
+        label = str(label).strip()
+        if not label:
+            raise DataError("the label is empty; pass --label NAME")
+        images = list(images)
+        if not images:
+            raise DataError(f"no images given for '{label}'; pass at least one image")
+        feats = self.embed(images).astype(np.float32)
+        if label not in self.labels:
+            self._imprint(self._standardise(feats))
+            self.labels.append(label)
+        index = self.labels.index(label)
+        self.stored_features = np.concatenate([self.stored_features, feats])
+        self.stored_labels = np.concatenate([self.stored_labels, np.full(len(feats), index, np.int64)])
+        self.num_added += len(feats)
+        return len(feats)
+
+    def _imprint(self, z_new: np.ndarray) -> None:
+        """A new class row from its examples alone, no gradient training: the
+        direction of their mean (nearest-class-mean in the head's linear form)
+        at the typical length of the other rows, and the bias that best
+        separates the new examples from the stored examples of the old classes
+        (a one-dimensional threshold, balanced accuracy, middle of the best
+        interval)."""
+        length = float(np.median(np.linalg.norm(self.weight, axis=1)))
+        centre = z_new.mean(axis=0)
+        w = (length * centre / max(float(np.linalg.norm(centre)), 1e-12)).astype(np.float32)
+        z_old = self._standardise(self.stored_features)
+        # With bias b the new class wins on a sample exactly when b > t.
+        t_new = (z_new @ self.weight.T + self.bias).max(axis=1) - z_new @ w
+        t_old = (z_old @ self.weight.T + self.bias).max(axis=1) - z_old @ w
+        cuts = np.unique(np.concatenate([t_new, t_old]))
+        mids = np.concatenate([[cuts[0] - 1.0], (cuts[:-1] + cuts[1:]) / 2, [cuts[-1] + 1.0]])
+        new_won = (mids[:, None] > t_new[None, :]).mean(axis=1)
+        old_kept = (mids[:, None] <= t_old[None, :]).mean(axis=1) if len(t_old) else np.ones(len(mids))
+        score = new_won + old_kept
+        best = np.flatnonzero(score == score.max())
+        bias = float(mids[best[len(best) // 2]])
+        self.weight = np.vstack([self.weight, w[None, :]])
+        self.bias = np.append(self.bias, np.float32(bias))
+
+    def fit(self, epochs: int = 20, learning_rate: float | None = None, batch_size: int = 32,
+            l2: float | None = None, seed: int = 0) -> list[dict]:
+        """Train the head on every stored feature through ``train_step.onnx``.
+
+        Each epoch visits every class equally often (smaller classes are
+        drawn with replacement up to the largest one's count), so five photos of a new class are
+        not drowned by the old classes' exemplars. Returns the per-epoch
+        mean loss (also kept in ``history``)."""
+        if epochs < 1:
+            raise DataError(f"--epochs must be at least 1, got {epochs}")
+        if len(np.unique(self.stored_labels)) < 2:
+            raise DataError("training needs examples of at least two classes; add more with 'edgetl device add'")
+        lr = np.array(learning_rate if learning_rate is not None else self.default_learning_rate(), np.float32)
+        l2_arr = np.array(self.l2 if l2 is None else l2, np.float32)
+        rng = np.random.default_rng(seed)
+        classes = np.unique(self.stored_labels)
+        members = [np.flatnonzero(self.stored_labels == c) for c in classes]
+        per_class = max(len(m) for m in members)
+        weight, bias = self.weight, self.bias
+        for _ in range(epochs):
+            order = np.concatenate([rng.permutation(m) if len(m) == per_class
+                                    else rng.choice(m, per_class, replace=True) for m in members])
+            order = order[rng.permutation(len(order))]
+            losses = []
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                weight, bias, loss = self._step.run(None, {
+                    "weight": weight, "bias": bias, "features": self.stored_features[rows],
+                    "labels": self.stored_labels[rows], "learning_rate": lr, "l2": l2_arr,
+                })
+                losses.append(float(loss) * len(rows))
+            self.history.append({"epoch": len(self.history) + 1, "loss": sum(losses) / len(order),
+                                 "examples": int(len(self.stored_labels)), "classes": len(self.labels)})
+        self.weight, self.bias = weight, bias
+        return self.history[-epochs:]
+
+    def default_learning_rate(self) -> float:
+        """1 / the largest eigenvalue of the stored features' second moment:
+        the step a softmax head's loss (curvature at most that eigenvalue)
+        takes without diverging, whatever the feature dimension."""
+        z = self._standardise(self.stored_features)
+        v = np.random.default_rng(0).normal(size=z.shape[1]).astype(np.float32)
+        for _ in range(30):  # power iteration on z.T z / n
+            v = z.T @ (z @ v) / len(z)
+            top = float(np.linalg.norm(v))
+            v /= max(top, 1e-12)
+        return 1.0 / max(top, 1e-6)
+
+    # -- inference ---------------------------------------------------------
+
+    def predict_proba(self, images) -> np.ndarray:
+        return _softmax(self._standardise(self.embed(images)) @ self.weight.T + self.bias)
+
+    def predict(self, images) -> list[Prediction]:
+        return top_predictions(self.predict_proba(images), self.labels)
+
+    def counts(self) -> dict[str, int]:
+        """Stored examples per class (exemplars included)."""
+        found = np.bincount(self.stored_labels, minlength=len(self.labels))
+        return {label: int(n) for label, n in zip(self.labels, found)}

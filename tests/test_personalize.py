@@ -1,0 +1,247 @@
+"""On-device personalization (issue 6): the bundle's train step, the
+Personalizer and ``edgetl device``, on real digit scans and real weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from safetensors.numpy import load_file
+
+from edgetl.cli import main
+from edgetl.errors import BundleError, DataError
+from edgetl.runtime import Personalizer, Predictor
+from edgetl.runtime.personalize import STATE_FILE
+from edgetl.training import train
+
+SIZE = 64
+OLD = [str(d) for d in range(8)]  # the bundle learns digits 0-7; 8 arrives on the device
+
+
+def _numpy_step(W, b, X, y, lr, l2, mean, scale):
+    """The same step written independently: explicit per-sample loop."""
+    W, b = W.astype(np.float64), b.astype(np.float64)
+    gW, gb, loss = np.zeros_like(W), np.zeros_like(b), 0.0
+    for x, label in zip(X.astype(np.float64), y):
+        z = (x - mean) / scale
+        logits = W @ z + b
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        loss -= np.log(p[label])
+        p[label] -= 1.0
+        gW += np.outer(p, z)
+        gb += p
+    n = len(y)
+    loss = loss / n + 0.5 * l2 * (W**2).sum()
+    return W - lr * (gW / n + l2 * W), b - lr * gb / n, loss
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """Digits 0-7 (60 each) to train a bundle; held-out old-class scans; the
+    scans of digit 8, which the bundle never sees."""
+    from edgetl.demo import write_digits_folder
+
+    root = tmp_path_factory.mktemp("personal")
+    every = root / "all"
+    write_digits_folder(str(every))
+    rng = np.random.default_rng(0)
+    held_out = []
+    for digit in OLD:
+        files = sorted(os.listdir(every / digit))
+        files = [str(every / digit / files[i]) for i in rng.permutation(len(files))]
+        (root / "train" / digit).mkdir(parents=True)
+        for f in files[:60]:
+            shutil.copy(f, root / "train" / digit)
+        held_out += [(f, digit) for f in files[60:]]
+    eights = sorted(os.listdir(every / "8"))
+    eights = [str(every / "8" / eights[i]) for i in rng.permutation(len(eights))]
+    result = train(root / "train", root / "run", image_size=SIZE, seed=0, progress=False)
+    return {"root": root, "run": str(root / "run"), "held_out": held_out, "eights": eights, "result": result}
+
+
+def _accuracy(preds, labels) -> float:
+    return float(np.mean([p.label == label for p, label in zip(preds, labels)]))
+
+
+def test_bundle_device_files(digits):
+    run = digits["run"]
+    head = load_file(os.path.join(run, "head.safetensors"))
+    c, d = head["weight"].shape
+    assert c == 8 and head["bias"].shape == (8,) and head["mean"].shape == (d,) and head["scale"].shape == (d,)
+    assert head["exemplar_labels"].dtype == np.int64 and set(head["exemplar_labels"].tolist()) == set(range(8))
+    assert head["exemplar_features"].shape == (len(head["exemplar_labels"]), d)
+    # model.onnx is features.onnx with this head on top: same probabilities.
+    images = [f for f, _ in digits["held_out"][:16]]
+    p = Personalizer(run, digits["root"] / "unused-state")
+    z = (p.embed(images) - head["mean"]) / head["scale"]
+    logits = z @ head["weight"].T + head["bias"]
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(Predictor(run).predict_proba(images), expected, atol=1e-4)
+    assert not os.path.exists(digits["root"] / "unused-state")  # nothing written before save()
+    int8 = onnx.load(os.path.join(run, "features.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
+    assert [o.name for o in int8.graph.output] == ["features"]
+
+
+def test_train_step_matches_numpy(digits):
+    """train_step.onnx against an independent per-sample numpy computation,
+    with real features, and with a class added (C grows on the device)."""
+    run = digits["run"]
+    head = load_file(os.path.join(run, "head.safetensors"))
+    step = ort.InferenceSession(os.path.join(run, "train_step.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in step.get_inputs()] == ["weight", "bias", "features", "labels", "learning_rate", "l2"]
+    assert [o.name for o in step.get_outputs()] == ["weight_out", "bias_out", "loss"]
+    ops = {n.op_type for n in onnx.load(os.path.join(run, "train_step.onnx")).graph.node}
+    assert ops <= {"Sub", "Div", "Gemm", "LogSoftmax", "Exp", "Shape", "OneHot", "Cast", "Squeeze", "Mul",
+                   "ReduceSum", "Neg", "Add"}
+    X, y = head["exemplar_features"][::7], head["exemplar_labels"][::7]
+    rng = np.random.default_rng(1)
+    for W, b, labels in (
+        (head["weight"], head["bias"], y),
+        (np.vstack([head["weight"], rng.normal(0, 0.05, (1, head["weight"].shape[1]))]).astype(np.float32),
+         np.append(head["bias"], 0.3).astype(np.float32), np.where(np.arange(len(y)) % 3 == 0, 8, y)),
+    ):
+        lr, l2 = 0.01, 0.003
+        out = step.run(None, {"weight": W, "bias": b, "features": X, "labels": labels.astype(np.int64),
+                              "learning_rate": np.array(lr, np.float32), "l2": np.array(l2, np.float32)})
+        W_ref, b_ref, loss_ref = _numpy_step(W, b, X, labels, lr, l2, head["mean"].astype(np.float64),
+                                             head["scale"].astype(np.float64))
+        np.testing.assert_allclose(out[0], W_ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out[1], b_ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out[2], loss_ref, rtol=1e-4)
+        assert not np.allclose(out[0], W)  # it did move
+
+
+def test_new_class_learned_old_classes_kept(digits, tmp_path):
+    """The issue's 'done when': 5 photos of a class the bundle never saw."""
+    held_out, eights = digits["held_out"], digits["eights"]
+    old_images, old_labels = [f for f, _ in held_out], [label for _, label in held_out]
+    before = _accuracy(Predictor(digits["run"]).predict(old_images), old_labels)
+    p = Personalizer(digits["run"], tmp_path / "state")
+    assert p.add_examples(eights[:5], "8") == 5
+    assert p.labels == OLD + ["8"]
+    # At once, no training: the imprinted class already finds most eights.
+    new_at_once = _accuracy(p.predict(eights[5:]), ["8"] * len(eights[5:]))
+    assert new_at_once >= 0.5, new_at_once
+    history = p.fit(epochs=10)
+    assert len(history) == 10 and history[-1]["loss"] < history[0]["loss"]
+    new_acc = _accuracy(p.predict(eights[5:]), ["8"] * len(eights[5:]))
+    old_acc = _accuracy(p.predict(old_images), old_labels)
+    print(f"old classes {before:.3f} -> {old_acc:.3f}; new class at once {new_at_once:.3f}, after fit {new_acc:.3f}")
+    assert new_acc >= 0.7, new_acc
+    assert old_acc >= before - 0.03, (before, old_acc)
+    # Only features were kept, and reopening restores everything.
+    p.save()
+    assert os.listdir(tmp_path / "state") == [STATE_FILE]
+    q = Personalizer(None, tmp_path / "state")
+    assert q.labels == p.labels and q.counts() == p.counts() and q.counts()["8"] == 5
+    np.testing.assert_array_equal(q.weight, p.weight)
+    assert q.history == p.history and q.num_added == 5
+    np.testing.assert_allclose(q.predict_proba(eights[5:20]), p.predict_proba(eights[5:20]), atol=1e-6)
+
+
+_SAVE_LOOP = """
+import sys
+from edgetl.runtime import Personalizer
+p = Personalizer(sys.argv[1], sys.argv[2])
+images = sys.argv[3:]
+print("ready", flush=True)
+while True:
+    p.add_examples(images, "extra")
+    p.save()
+"""
+
+
+def test_killed_during_save_leaves_loadable_state(digits, tmp_path):
+    state = tmp_path / "state"
+    images = digits["eights"][:2]
+    p = Personalizer(digits["run"], state)
+    p.add_examples(images, "extra")
+    p.save()
+    counts = set()
+    for delay in (0.05, 0.13, 0.31, 0.52):
+        proc = subprocess.Popen([sys.executable, "-c", _SAVE_LOOP, digits["run"], str(state), *images],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        reopened = Personalizer(None, state)  # the previous or the new state, never a broken one
+        n = reopened.counts()["extra"]
+        assert n % 2 == 0 and n >= 2
+        counts.add(n)
+    assert max(counts) > 2  # saves did happen while we were killing them
+    reopened.save()  # the next save sweeps what the killed writers left half-written
+    assert os.listdir(state) == [STATE_FILE]
+
+
+def test_device_cli_like_a_phone(digits, tmp_path, capsys):
+    state = str(tmp_path / "phone")
+    eights = digits["eights"]
+    code = ("import sys; from edgetl.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+
+    def run(*argv):
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert "new class" in run("device", "add", digits["run"], state, "--label", "8", *eights[:5])
+    assert "known class" in run("device", "add", digits["run"], state, "--label", "3", digits["held_out"][0][0])
+    assert "loss" in run("device", "fit", state, "--epochs", "5")
+    preds = json.loads(run("device", "predict", state, *eights[5:15], "--json"))
+    assert [set(p) for p in preds] == [{"path", "label", "probability"}] * 10
+    assert sum(p["label"] == "8" for p in preds) >= 6
+    # Same shape as 'edgetl predict --json'.
+    assert main(["predict", digits["run"], eights[5], "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)[0]) == {"path", "label", "probability"}
+
+
+def test_device_errors(digits, tmp_path, capsys):
+    run = digits["run"]
+
+    def fails(argv, expected):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+
+    fails(["device", "fit", str(tmp_path / "none")], "holds no personalization state")
+    fails(["device", "add", str(tmp_path / "nobundle"), str(tmp_path / "s"), "--label", "x",
+           digits["eights"][0]], "does not exist")
+    fails(["device", "add", run, str(tmp_path / "s"), "--label", "x", str(tmp_path / "missing.png")], "missing.png")
+    assert not os.path.exists(tmp_path / "s")  # a failed add writes nothing
+    fails(["device", "add", run, str(tmp_path / "s"), "--label", " ", digits["eights"][0]], "label is empty")
+    # A bundle from before on-device learning (no device files) is named as such.
+    old = tmp_path / "old-run"
+    shutil.copytree(run, old)
+    os.remove(old / "train_step.onnx")
+    fails(["device", "add", str(old), str(tmp_path / "s2"), "--label", "x", digits["eights"][0]], "train_step.onnx")
+    # A state belongs to one bundle; a damaged state says so.
+    assert main(["device", "add", run, str(tmp_path / "s3"), "--label", "8", digits["eights"][0]]) == 0
+    capsys.readouterr()
+    fails(["device", "add", str(old), str(tmp_path / "s3"), "--label", "8", digits["eights"][1]], "belongs to bundle")
+    (tmp_path / "s3" / STATE_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    fails(["device", "predict", str(tmp_path / "s3"), digits["eights"][0]], "damaged")
+
+
+def test_personalizer_errors(digits, tmp_path):
+    with pytest.raises(DataError, match="holds no personalization state"):
+        Personalizer(None, tmp_path / "empty")
+    p = Personalizer(digits["run"], tmp_path / "s")
+    with pytest.raises(DataError, match="no images"):
+        p.add_examples([], "8")
+    with pytest.raises(DataError, match="at least 1"):
+        p.fit(epochs=0)
+    with pytest.raises(BundleError):
+        Personalizer(tmp_path, tmp_path / "s")

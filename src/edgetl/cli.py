@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("file", metavar="FILE", help=".pth state dict or .safetensors file")
     w = wsub.add_parser("list", parents=[verbose_flag], help="which backbones have their weights on this machine")
     w.add_argument("--json", action="store_true")
+
+    from .commands_ext import add_commands
+
+    add_commands(sub, common, verbose_flag)
     return parser
 
 

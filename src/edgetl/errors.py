@@ -34,3 +34,25 @@ class BundleError(EdgetlError, ValueError):
 
 class RunExistsError(EdgetlError, FileExistsError):
     """The output folder already exists."""
+
+
+class StorageError(EdgetlError, OSError):
+    """A write failed (disk full, read-only folder); nothing half-written was kept."""
+
+
+def storage_error(exc: OSError, what: str, folder: str) -> StorageError:
+    """One line for a failed write of ``what`` into ``folder``."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free some space on the disk holding '{folder}' or choose another folder"
+        why = "the disk is full"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"make '{folder}' writable or choose another folder"
+        why = "the folder is not writable"
+    else:
+        fix = f"check the disk holding '{folder}'"
+        why = exc.strerror or type(exc).__name__
+    error = StorageError(f"Cannot write {what} ({why}); nothing half-written was kept; {fix}")
+    error.errno = exc.errno  # str() stays the one line above
+    return error

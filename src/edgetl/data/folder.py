@@ -4,8 +4,10 @@ Only reads: the user's folder is never written to."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +30,8 @@ class ImageFolder:
     paths: list[str]
     targets: np.ndarray
     skipped: list[dict] = field(default_factory=list)
+    # The same image (same bytes) filed under two or more classes: kept, warned.
+    duplicates: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -41,7 +45,8 @@ class ImageFolder:
 
     def subset(self, index) -> "ImageFolder":
         index = np.asarray(index, dtype=np.int64)
-        return ImageFolder(self.root, self.classes, [self.paths[i] for i in index], self.targets[index], self.skipped)
+        return ImageFolder(self.root, self.classes, [self.paths[i] for i in index], self.targets[index], self.skipped,
+                           self.duplicates)
 
 
 def _walk_files(class_dir: str):
@@ -52,6 +57,48 @@ def _walk_files(class_dir: str):
         for name in sorted(filenames):
             if not _hidden(name):
                 yield os.path.join(dirpath, name)
+
+
+def _printable(name: str) -> str:
+    """A file name as the user would type it, undecodable bytes as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _file_sha256(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None  # unreadable: extraction skips it with its reason
+    return digest.hexdigest()
+
+
+def find_cross_class_duplicates(paths: list[str], targets, classes: list[str]) -> list[dict]:
+    """Identical files filed under different classes (a labelling mistake the
+    model cannot learn from). Only files whose sizes collide across classes
+    are hashed, so a folder of phone photos costs one stat per file."""
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, path in enumerate(paths):
+        try:
+            by_size[os.stat(path).st_size].append(i)
+        except OSError:
+            continue
+    found = []
+    for group in by_size.values():
+        if len({int(targets[i]) for i in group}) < 2:
+            continue
+        by_hash: dict[str, list[int]] = defaultdict(list)
+        for i in group:
+            if (digest := _file_sha256(paths[i])) is not None:
+                by_hash[digest].append(i)
+        for digest, same in by_hash.items():
+            names = sorted({classes[int(targets[i])] for i in same})
+            if len(names) > 1:
+                found.append({"sha256": digest, "paths": [paths[i] for i in same], "classes": names})
+    found.sort(key=lambda d: d["paths"][0])
+    return found
 
 
 def scan_folder(root: str | os.PathLike, min_classes: int = 2) -> ImageFolder:
@@ -77,6 +124,11 @@ def scan_folder(root: str | os.PathLike, min_classes: int = 2) -> ImageFolder:
             f"Data folder '{root}' has {len(classes)} class ({classes[0]!r}); at least {min_classes} are needed, "
             f"one sub-folder each"
         )
+    for cls in classes:
+        if _printable(cls) != cls:
+            # Labels travel inside ONNX metadata and labels.txt, which are UTF-8.
+            raise DataError(f"Class folder name '{_printable(cls)}' in '{root}' is not valid UTF-8; rename the folder "
+                            f"(its name becomes the label)")
     folder = ImageFolder(root, classes, [], np.zeros(0, np.int64))
     for name in stray:
         folder.skip(os.path.join(root, name), "file outside any class folder")
@@ -96,6 +148,10 @@ def scan_folder(root: str | os.PathLike, min_classes: int = 2) -> ImageFolder:
                 f"({', '.join(IMAGE_EXTENSIONS)}) or remove the folder"
             )
     folder.targets = np.asarray(targets, dtype=np.int64)
+    folder.duplicates = find_cross_class_duplicates(folder.paths, folder.targets, classes)
+    for dup in folder.duplicates:
+        log.warning("the same image is in classes %s: %s; keep it in one class only",
+                    " and ".join(repr(c) for c in dup["classes"]), ", ".join(dup["paths"]))
     return folder
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,6 +31,29 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         arr = arr - arr.min()
         hi = max(float(arr.max()), 1.0)
     return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_damage(data: bytes) -> str | None:
+    """libpng's rule, which Pillow skips for pixel data: a checksum error in a
+    critical chunk (IHDR, PLTE, IDAT, IEND: upper-case first letter) makes the
+    file unusable; ancillary chunks (text, EXIF, ...) do not matter."""
+    pos, end = len(_PNG_SIGNATURE), len(data)
+    while pos + 12 <= end:
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        if pos + 12 + length > end:
+            return None  # truncated: the decoder reports it
+        if kind[:1].isupper():
+            (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
+            if zlib.crc32(data[pos + 4 : pos + 8 + length]) != crc:
+                return f"PNG checksum error in its {kind.decode('latin-1')} chunk"
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return None
 
 
 def decode_image(data: bytes, name: str = "<bytes>", channels: str = "RGB") -> Image.Image:
@@ -57,6 +82,8 @@ def decode_image(data: bytes, name: str = "<bytes>", channels: str = "RGB") -> I
                         f"{MAX_IMAGE_PIXELS:,}); downscale it")
     if image.format not in ALLOWED_FORMATS:
         raise DataError(f"{name}: format {image.format} is not supported; convert it to JPEG or PNG")
+    if image.format == "PNG" and (damage := _png_damage(data)):
+        raise DataError(f"{name}: damaged image ({damage}); remove it or re-save it from the original")
     try:
         image.seek(0)  # animated GIF/WebP: the first frame
         image.load()

@@ -44,6 +44,8 @@ class InputSpec:
             raise ValueError(f"InputSpec.mean and std need {n} values for channels {self.channels!r}")
         if not all(0.0 < float(s) < float("inf") for s in self.std):
             raise ValueError(f"InputSpec.std values must be positive and finite, got {self.std!r}")
+        if not all(-float("inf") < float(m) < float("inf") for m in self.mean):
+            raise ValueError(f"InputSpec.mean values must be finite, got {self.mean!r}")
         if self.resample not in _RESAMPLE:
             raise ValueError(f"InputSpec.resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
 

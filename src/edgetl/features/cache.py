@@ -4,7 +4,8 @@ One folder per feature identity (backbone, weights, InputSpec, tap); inside,
 append-only shards ``shard-*.npz`` holding ``keys`` (sha256 of the image bytes,
 N x 32 uint8) and ``features`` (N x D float32). A shard is written to a
 temporary name and renamed, so a run killed mid-extraction leaves only whole
-shards behind and the next run extracts just what is missing."""
+shards behind and the next run extracts just what is missing. The temporary
+name carries the writer's PID: the next run sweeps what dead writers left."""
 
 from __future__ import annotations
 
@@ -14,12 +15,41 @@ import uuid
 
 import numpy as np
 
+from ..errors import storage_error
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def sweep_dead_writers(folder: str) -> int:
+    """Remove temporary shards whose writer is no longer running (killed
+    mid-write); a live writer's file is left alone. Returns how many."""
+    removed = 0
+    for path in glob.glob(os.path.join(glob.escape(folder), ".shard-*.tmp.npz")):
+        parts = os.path.basename(path).split(".")  # ['', 'shard-HEX', 'PID', 'tmp', 'npz']
+        pid = int(parts[2]) if len(parts) == 5 and parts[2].isdigit() else None
+        if pid is None or not _pid_alive(pid):
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
 
 class FeatureCache:
     def __init__(self, folder: str, flush_rows: int = 512):
         self.folder = folder
         self.flush_rows = flush_rows
         os.makedirs(folder, exist_ok=True)
+        sweep_dead_writers(folder)
         self._index: dict[bytes, tuple[int, int]] = {}
         self._blocks: list[np.ndarray] = []
         self._pending_keys: list[bytes] = []
@@ -67,8 +97,13 @@ class FeatureCache:
         keys = np.frombuffer(b"".join(self._pending_keys), dtype=np.uint8).reshape(-1, 32)
         feats = np.concatenate(self._pending_feats)
         name = f"shard-{uuid.uuid4().hex}"
-        tmp = os.path.join(self.folder, f".{name}.tmp.npz")
-        np.savez(tmp, keys=keys, features=feats)
-        os.replace(tmp, os.path.join(self.folder, name + ".npz"))
+        tmp = os.path.join(self.folder, f".{name}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez(tmp, keys=keys, features=feats)
+            os.replace(tmp, os.path.join(self.folder, name + ".npz"))
+        except OSError as exc:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise storage_error(exc, "the feature cache", self.folder) from None
         self._add_block(keys, feats)
         self._pending_keys, self._pending_feats = [], []

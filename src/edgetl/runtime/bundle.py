@@ -55,11 +55,62 @@ def read_labels(path: str) -> list[str]:
         return [line.rstrip("\n") for line in fh if line.rstrip("\n")]
 
 
+def _all_tensors(graph: onnx.GraphProto):
+    """Every TensorProto of a graph: initializers, sparse ones, and constants
+    inside node attributes, subgraphs (If / Loop bodies) included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
+def check_external_data(model: onnx.ModelProto, model_path: str) -> None:
+    """Refuse tensors stored outside the model's own folder.
+
+    An ONNX file may keep its weights in side files named by a path; a model
+    received from someone else could name ``../../home/you/.ssh/id_rsa`` or
+    ``/etc/shadow`` and have it read as weights (ONNX's path-traversal CVEs).
+    edgetl never writes external data; a side file is accepted only when it
+    resolves, symlinks followed, inside the model's folder."""
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(model_path)))
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = os.path.realpath(os.path.join(folder, location))
+        if (not location or os.path.isabs(location) or ".." in location.replace("\\", "/").split("/")
+                or os.path.commonpath([folder, target]) != folder):
+            raise BundleError(
+                f"'{model_path}' reads tensor '{tensor.name}' from '{location}', outside its own folder; refused "
+                f"(a model must not read other files): re-export it with its weights inside the .onnx file"
+            )
+
+
+def _interrupted_hint(run_dir: str) -> str:
+    """A run killed between moving the old bundle aside and moving the new one
+    in leaves the old one as RUN_DIR.old-PID: say so."""
+    parent, base = os.path.split(os.path.abspath(run_dir))
+    try:
+        old = sorted(n for n in os.listdir(parent) if n.startswith(f"{base}.old-"))
+    except OSError:
+        return ""
+    return f" (an interrupted 'edgetl train' left the previous bundle as '{old[-1]}': rename it back)" if old else ""
+
+
 def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
     run_dir = os.fspath(run_dir)
     fix = "pass a folder written by 'edgetl train'"
     if not os.path.isdir(run_dir):
-        raise BundleError(f"Run folder '{run_dir}' does not exist; {fix}")
+        raise BundleError(f"Run folder '{run_dir}' does not exist{_interrupted_hint(run_dir)}; {fix}")
     model_path = os.path.join(run_dir, MODEL_INT8 if int8 else MODEL_FP32)
     if not os.path.isfile(model_path):
         raise BundleError(f"'{run_dir}' is not an edgetl bundle: {os.path.basename(model_path)} is missing; {fix}")
@@ -70,6 +121,7 @@ def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
         model = onnx.load(model_path, load_external_data=False)
     except Exception:
         raise BundleError(f"'{model_path}' is not a readable ONNX model; {fix} again") from None
+    check_external_data(model, model_path)
     meta = {p.key: p.value for p in model.metadata_props}
     if KEY_LABELS not in meta or KEY_SPEC not in meta:
         raise BundleError(f"'{model_path}' carries no edgetl metadata (labels, input spec); {fix}")
@@ -88,6 +140,14 @@ def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
     dims = out[0].type.tensor_type.shape.dim if out else []
     if not out or len(dims) != 2 or (dims[1].dim_value and dims[1].dim_value != len(labels)):
         raise BundleError(f"'{model_path}' does not output {len(labels)} class probabilities; {fix} again")
+    inputs = [i for i in model.graph.input if i.name == INPUT_NAME]
+    dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
+    expected = [spec.num_channels, spec.image_size, spec.image_size]
+    # The spec decides how big each preprocessed image is: it must be the size
+    # the graph takes, or a damaged spec could ask for any amount of memory.
+    if len(dims) != 4 or dims[1:] != expected:
+        raise BundleError(f"'{model_path}' does not take '{INPUT_NAME}' images of {expected} (N x C x H x W) as its "
+                          f"input spec says; {fix} again")
     return Bundle(run_dir, model_path, labels, spec, meta.get(KEY_BACKBONE, "unknown"))
 
 
@@ -115,6 +175,13 @@ def read_device_files(run_dir: str, int8: bool = False) -> DeviceFiles:
     for name, path in paths.items():
         if not os.path.isfile(path):
             raise BundleError(f"'{bundle.run_dir}' has no {name}; {again}")
+        if name != HEAD:
+            try:
+                check_external_data(onnx.load(path, load_external_data=False), path)
+            except BundleError:
+                raise
+            except Exception:
+                raise BundleError(f"'{path}' is not a readable ONNX model; {again}") from None
     try:
         with safe_open(paths[HEAD], framework="numpy") as fh:
             head = {key: fh.get_tensor(key) for key in fh.keys()}

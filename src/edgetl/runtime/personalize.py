@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 
-from ..errors import BundleError, DataError
+from ..errors import BundleError, DataError, storage_error
 from .bundle import read_device_files
 from .predictor import Prediction, run_images, top_predictions
 from .session import make_session
@@ -135,15 +135,18 @@ class Personalizer:
         for stale in glob.glob(os.path.join(glob.escape(self.state_dir), f".{STATE_FILE}.*.tmp")):
             os.unlink(stale)  # left by a writer that was killed mid-save
         data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
-        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=self.state_dir)
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=self.state_dir)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+        except OSError as exc:  # disk full, read-only: the previous state stays as it was
+            raise storage_error(exc, f"the learning state {STATE_FILE}", self.state_dir) from None
         finally:
-            if os.path.exists(tmp):
+            if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
         return path
 

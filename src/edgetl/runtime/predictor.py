@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from ..data.image import load_image
-from ..errors import DataError
+from ..errors import BundleError, DataError
 from .bundle import INPUT_NAME, OUTPUT_NAME, read_bundle
 from .session import make_session
 
@@ -29,6 +31,24 @@ def _native(image: Image.Image) -> Image.Image:
     return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
 
+def _check_array(arr: np.ndarray) -> np.ndarray:
+    """An image array the way Pillow would take it, or a DataError that says
+    what is wrong (not a Pillow or ONNX Runtime error three frames down)."""
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        raise DataError("image array contains NaN or Inf; pass uint8 pixels (0-255)")
+    if arr.dtype != np.uint8:
+        raise DataError(f"image arrays must be uint8 (0-255), got {arr.dtype}; convert with "
+                        f"np.clip(x, 0, 255).astype(np.uint8)")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise DataError(f"image arrays must be H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA), got shape "
+                        f"{arr.shape}; for a batch, pass a list of images")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"image array is empty (shape {arr.shape}); pass an image at least 1 x 1")
+    return arr
+
+
 def to_image(item, channels: str = "native") -> Image.Image:
     """A path, a PIL image or an HxW / HxWxC uint8 array -> upright 8-bit L or
     RGB image. The InputSpec converts to its channels after resizing, the same
@@ -37,20 +57,35 @@ def to_image(item, channels: str = "native") -> Image.Image:
         return load_image(item, "native")
     if isinstance(item, Image.Image):
         return _native(item) if channels == "native" else item.convert(channels)
-    arr = np.asarray(item)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"image arrays must be uint8 (0-255), got {arr.dtype}; convert with .astype(np.uint8)")
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
+    if isinstance(item, (bytes, bytearray)) or item is None:
+        raise DataError(f"cannot read an image from {type(item).__name__}; pass a path, a PIL image or a uint8 array")
+    arr = _check_array(np.asarray(item))
     image = Image.fromarray(arr)
     return _native(image) if channels == "native" else image.convert(channels)
 
 
+def _batches(images: Iterable, batch_size: int) -> Iterator[list]:
+    """Consecutive lists of ``batch_size`` items, without listing the input:
+    a generator of 100,000 paths is read one batch at a time."""
+    if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+        # Iterating one image would silently turn its rows into "images".
+        raise DataError(f"pass a list of images (or an N x H x W x C array), not one {type(images).__name__}; "
+                        f"e.g. predict([image])")
+    it = iter(images)
+    while batch := list(itertools.islice(it, batch_size)):
+        yield batch
+
+
+def iter_outputs(session, spec, images, output: str, batch_size: int = 32) -> Iterator[np.ndarray]:
+    """One output of ``session`` per batch of ``batch_size`` images, decoded
+    and run one batch at a time: memory does not grow with the number of images."""
+    for batch in _batches(images, batch_size):
+        yield session.run([output], {INPUT_NAME: spec.batch([to_image(item) for item in batch])})[0]
+
+
 def run_images(session, spec, images, output: str, batch_size: int = 32) -> np.ndarray:
     """One output of ``session`` for every image, in batches of ``batch_size``."""
-    images = list(images)
-    parts = [session.run([output], {INPUT_NAME: spec.batch([to_image(item) for item in images[i : i + batch_size]])})[0]
-             for i in range(0, len(images), batch_size)]
+    parts = list(iter_outputs(session, spec, images, output, batch_size))
     if not parts:
         raise DataError("no images given; pass at least one image")
     return np.concatenate(parts)
@@ -70,16 +105,52 @@ class Predictor:
     def preprocess(self, images) -> np.ndarray:
         """The exact float32 NCHW batch the model takes."""
         spec = self.input_spec
-        return spec.batch([to_image(item) for item in images])
+        return spec.batch([to_image(item) for batch in _batches(images, self.batch_size) for item in batch])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        proba = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        if proba.ndim != 2 or proba.shape[1] != len(self.labels):
+            raise BundleError(f"'{self.bundle.model_path}' returned {proba.shape[1:]} values per image for "
+                              f"{len(self.labels)} labels; train the bundle again ('edgetl train')")
+        return proba
+
+    def iter_proba(self, images) -> Iterator[np.ndarray]:
+        """Probabilities batch by batch (each ``batch_size`` x classes), for any
+        iterable of images: memory stays flat however many images there are."""
+        spec = self.input_spec
+        for batch in _batches(images, self.batch_size):
+            yield self._run(spec.batch([to_image(item) for item in batch]))
+
+    def iter_predict(self, images) -> Iterator[Prediction]:
+        """One :class:`Prediction` per image, in order, computed a batch at a time."""
+        for proba in self.iter_proba(images):
+            yield from top_predictions(proba, self.labels)
 
     def predict_proba(self, images) -> np.ndarray:
-        images = list(images)
-        if not images:
-            return np.zeros((0, len(self.labels)), np.float32)
-        return run_images(self._session, self.input_spec, images, OUTPUT_NAME, self.batch_size)
+        parts = list(self.iter_proba(images))
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
 
     def predict(self, images) -> list[Prediction]:
-        return top_predictions(self.predict_proba(images), self.labels)
+        return list(self.iter_predict(images))
+
+    def predict_proba_tensor(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for an already preprocessed float32 N x C x H x W batch
+        (what :meth:`preprocess` returns), checked before ONNX Runtime sees it."""
+        spec = self.input_spec
+        expected = (spec.num_channels, spec.image_size, spec.image_size)
+        if not isinstance(batch, np.ndarray):
+            raise DataError(f"pass a numpy array, got {type(batch).__name__}")
+        if batch.dtype != np.float32:
+            raise DataError(f"the input batch must be float32, got {batch.dtype}; use preprocess() or .astype(np.float32)")
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise DataError(f"the input batch must be N x {' x '.join(map(str, expected))}, got shape {batch.shape}; "
+                            f"use preprocess() to make it")
+        if not np.isfinite(batch).all():
+            raise DataError("the input batch contains NaN or Inf; use preprocess() to make it")
+        if not len(batch):
+            return np.zeros((0, len(self.labels)), np.float32)
+        return np.concatenate([self._run(np.ascontiguousarray(batch[i : i + self.batch_size]))
+                               for i in range(0, len(batch), self.batch_size)])
 
 
 def top_predictions(proba: np.ndarray, labels: list[str]) -> list[Prediction]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
+from ..errors import BundleError
+
 
 def make_session(path: str, num_threads: int | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
@@ -11,4 +13,9 @@ def make_session(path: str, num_threads: int | None = None) -> ort.InferenceSess
     options.log_severity_level = 3  # errors only; ORT's warnings are not the user's business
     if num_threads:
         options.intra_op_num_threads = num_threads
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail / InvalidGraph / InvalidProtobuf / NoSuchFile
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        detail = (lines[0] if lines else type(exc).__name__)[:200]
+        raise BundleError(f"ONNX Runtime cannot load '{path}' ({detail}); re-create it ('edgetl train')") from None

@@ -104,6 +104,10 @@ def _load_failure(exc: Exception) -> str:
         detail = next((line for line in lines[1:] if not line.startswith(boilerplate)), "unreadable pickle")
         return f"not a tensor-only checkpoint: {detail[:120]}"
     first = lines[0]
+    incomplete = ("central directory", "file not fully covered", "incomplete metadata", "unexpected EOF",
+                  "Ran out of input")
+    if any(marker in str(exc) for marker in incomplete):
+        return "the file is incomplete, cut short by an interrupted download or copy; fetch or copy it again"
     if len(first) > 120 and ". " in first:
         first = first[: first.index(". ") + 1]  # torch's zip reader appends advice on reporting the bug
     return first[:160]

@@ -56,3 +56,7 @@ def storage_error(exc: OSError, what: str, folder: str) -> StorageError:
     error = StorageError(f"Cannot write {what} ({why}); nothing half-written was kept; {fix}")
     error.errno = exc.errno  # str() stays the one line above
     return error
+
+
+class MissingExtraError(EdgetlError, ImportError):
+    """An optional converter (a pip extra) is not installed."""

@@ -43,3 +43,17 @@ def format_report(metrics: dict) -> str:
         for i, (name, row) in enumerate(zip(labels, metrics["confusion_matrix"])):
             lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
+
+
+def write_report(run_dir) -> str:
+    """RUN_DIR/report.html (self-contained) + RUN_DIR/plots/*.png; returns the page's path."""
+    from .html import write_report as _write
+
+    return _write(run_dir)
+
+
+def write_model_card(run_dir) -> str:
+    """RUN_DIR/README.md: data, backbone and why, metrics, baselines, use and limits, how to run it."""
+    from .card import write_model_card as _write
+
+    return _write(run_dir)

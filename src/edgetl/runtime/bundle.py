@@ -128,9 +128,14 @@ def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
     try:
         embedded = json.loads(meta[KEY_LABELS])
         spec = InputSpec.from_json(meta[KEY_SPEC])
-    except (ValueError, TypeError, KeyError):
+        if not (isinstance(embedded, list) and embedded and all(isinstance(x, str) for x in embedded)):
+            raise TypeError("labels are not a list of names")  # found by bench/fuzz.py: "null"
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise BundleError(f"'{model_path}' has damaged edgetl metadata; {fix} again") from None
-    labels = read_labels(labels_path)
+    try:
+        labels = read_labels(labels_path)
+    except (UnicodeDecodeError, OSError):
+        raise BundleError(f"{LABELS} in '{run_dir}' is not readable UTF-8 text; restore it or {fix} again") from None
     if labels != embedded:
         raise BundleError(
             f"{LABELS} in '{run_dir}' ({len(labels)} labels) does not match the model's own labels "

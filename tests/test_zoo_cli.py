@@ -45,7 +45,7 @@ def test_train_and_imagenet_with_imported_weights(weights_dir, tmp_path, capsys)
     capsys.readouterr()
     data = make_shapes_folder(tmp_path / "shapes", num_per_class=6)
     run = tmp_path / "run"
-    assert main(["train", data, "--out", str(run), "--backbone", NAME, "--image-size", "64"]) == 0
+    assert main(["train", data, "--out", str(run), "--backbone", NAME, "--image-size", "64", "--search", "off"]) == 0
     metrics = json.load(open(run / "metrics.json"))
     assert metrics["backbone"] == NAME and metrics["features"]["dim"] == 1024
     assert metrics["agreement_fp32"] == 1.0

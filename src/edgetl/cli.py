@@ -61,12 +61,15 @@ def cmd_imagenet(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .search import search_summary
     from .training import train
 
     result = train(
         args.data_dir, args.out, backbone=args.backbone, image_size=args.image_size, val_split=args.val_split,
         epochs=args.epochs, seed=args.seed, cache_dir=args.cache_dir, overwrite=args.overwrite,
-        weights=args.weights or "default",
+        weights=args.weights or "default", search=args.search, tap=args.tap,
+        heads=tuple(args.heads.split(",")) if args.heads else None,
+        max_latency_ms=args.max_latency_ms, max_macs=args.max_macs, max_model_mb=args.max_model_mb,
     )
     m = result.metrics
     c = m["counts"]
@@ -76,6 +79,8 @@ def cmd_train(args) -> int:
         print(f"skipped {c['skipped']} files (listed in metrics.json):")
         for item in m["skipped"][:10]:
             print(f"  {item['path']}: {item['reason']}")
+    for line in search_summary(result.metrics, result.searcher):
+        print(line)
     print(f"val accuracy {m['val_accuracy']:.1%}; exported models agree with the host on "
           f"{m['agreement_fp32']:.1%} (fp32) and {m['agreement_int8']:.1%} (int8) of {m['agreement_n']} val images")
     print(f"wrote {result.run_dir}: model.onnx {m['model_mb']['fp32']:.1f} MB, model.int8.onnx "
@@ -205,9 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights (.pth/.safetensors); default: packaged ImageNet")
-    p.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the backbone's)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="pin the input size in pixels (default: searched, the backbone's default size and halvings)")
+    p.add_argument("--search", choices=("on", "off"), default="on",
+                   help="on (default): choose tap, input size and head by validation accuracy within the budget; "
+                        "off: softmax head on the final layer at the default size (the naive recipe)")
+    p.add_argument("--tap", default=None, help="pin the tap point (e.g. block7, final); see metrics.json for the list")
+    p.add_argument("--heads", default=None, metavar="LIST", help="heads to try, comma-separated: softmax,ncm,mlp")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="budget: batch-1 latency measured here (ONNX Runtime, 1 thread)")
+    p.add_argument("--max-macs", default=None, help="budget: multiply-accumulates per image, e.g. 40M or 0.5G")
+    p.add_argument("--max-model-mb", type=float, default=None, help="budget: fp32 model size in MB")
     p.add_argument("--val-split", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=30, help="maximum epochs; early stopping on the validation split")
+    p.add_argument("--epochs", type=int, default=100, help="maximum epochs; early stopping on the validation split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it exists (only once the new run is complete)")
     p.set_defaults(func=cmd_train)

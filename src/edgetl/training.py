@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,8 +19,7 @@ from . import __version__
 from .data.folder import scan_folder, stratified_split
 from .data.image import decode_image
 from .errors import DataError, RunExistsError
-from .export.backbone_onnx import export_backbone
-from .features.extract import FeatureExtractor
+from .export.backbone_onnx import FINAL_TAP
 from .runtime.bundle import (FEATURES_FP32, FEATURES_INT8, HEAD, LABELS, METRICS, MODEL_FP32, MODEL_INT8,
                              TRAIN_STEP)
 
@@ -29,6 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKBONE = "efficientnet_lite0"
 MAX_AGREEMENT_IMAGES = 1000
 NUM_CALIBRATION_IMAGES = 128
+SEARCH_PLOT = "search.png"
 EXEMPLARS_PER_CLASS = 50  # training features per class kept in the bundle for on-device rehearsal
 
 
@@ -39,6 +39,8 @@ class TrainResult:
     train_paths: list[str]
     val_paths: list[str]
     val_targets: np.ndarray
+    searcher: object = None  # edgetl.search.Search: candidates, features, graphs
+    baseline_models: dict = field(default_factory=dict)  # fitted baselines, each with score(paths, y)
 
 
 def _atomic_write_text(path: str, text: str) -> None:
@@ -90,9 +92,10 @@ def exemplar_rows(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 
 def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y_train: np.ndarray,
-                       calibration, seed: int) -> None:
+                       calibration, seed: int, model_head=None) -> None:
     """features.onnx (+ int8), model.onnx (+ int8) = the same feature models
-    with the head on top, head.safetensors and train_step.onnx."""
+    with ``model_head`` (default: ``head``) on top, head.safetensors (the
+    softmax ``head``: what the device trains) and train_step.onnx."""
     import onnx
     from safetensors.numpy import save_file
 
@@ -100,11 +103,11 @@ def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y
     from .export.train_step import build_train_step
     from .quantize import quantize_int8
 
-    W, b = head.folded()
     onnx.save(features_model, os.path.join(folder, FEATURES_FP32))
     quantize_int8(os.path.join(folder, FEATURES_FP32), os.path.join(folder, FEATURES_INT8), calibration)
     for features_name, model_name in ((FEATURES_FP32, MODEL_FP32), (FEATURES_INT8, MODEL_INT8)):
-        onnx.save(append_head(onnx.load(os.path.join(folder, features_name)), W, b), os.path.join(folder, model_name))
+        onnx.save(append_head(onnx.load(os.path.join(folder, features_name)), model_head or head),
+                  os.path.join(folder, model_name))
     keep = exemplar_rows(y_train, EXEMPLARS_PER_CLASS, seed)
     save_file({
         "weight": np.ascontiguousarray(head.coef_, np.float32),
@@ -125,6 +128,21 @@ def folder_is_grayscale(paths: list[str]) -> bool:
     return bool(known) and all(known)
 
 
+def _pinned(search, tap, image_size, heads) -> tuple[bool, tuple[str, ...] | None, tuple[str, ...]]:
+    """(search on?, taps to try or None for all, heads to try)."""
+    from .search import HEADS
+
+    if search in (False, "off"):
+        return False, (tap or FINAL_TAP,), (heads[0],) if heads else ("softmax",)
+    if search not in (True, "on"):
+        raise DataError(f"--search must be 'on' or 'off', got {search!r}")
+    heads = tuple(heads) if heads else HEADS
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown:
+        raise DataError(f"Unknown head {unknown[0]!r}; choose from {', '.join(HEADS)}")
+    return True, ((tap,) if tap else None), heads
+
+
 def train(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -134,25 +152,42 @@ def train(
     image_size: int | None = None,
     crop_fraction: float | None = None,
     val_split: float = 0.2,
-    epochs: int = 30,
+    epochs: int = 100,
     learning_rate: float = 1e-3,
     l2: float = 1e-4,
-    patience: int = 5,
+    patience: int = 10,
     seed: int = 0,
     grayscale: bool | None = None,
     cache_dir: str | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    search: bool | str = True,
+    tap: str | None = None,
+    heads: tuple[str, ...] | None = None,
+    image_sizes: list[int] | None = None,
+    max_latency_ms: float | None = None,
+    max_macs: float | str | None = None,
+    max_model_mb: float | None = None,
 ) -> TrainResult:
     """Transfer-learn a classifier for the images in ``data_dir`` and write
     the bundle to ``out_dir``. Returns the metrics (also in metrics.json).
 
+    By default the layer (tap), input size and head are searched (see
+    ``edgetl.search``) under the device budget ``max_latency_ms`` /
+    ``max_macs`` / ``max_model_mb``; ``tap``, ``image_size`` (or a list
+    ``image_sizes``) and ``heads`` pin parts of it. ``search="off"``: the
+    naive choice (softmax head on the final layer at ``image_size`` or the
+    backbone's default size).
+
     ``grayscale``: None decides from the images (one channel when all are
     grey), True/False forces it."""
+    from .baselines import raw_pixel_baseline
     from .export.fuse import feature_model
-    from .heads.softmax import SoftmaxHead
+    from .heads import make_head
     from .report import classification_metrics
     from .runtime.predictor import Predictor
+    from .search import Budget, Search, holdout_and_refit, parse_count, search_sizes, single_thread
+    from .search.plot import plot_candidates
     from .zoo import get_spec
 
     data_dir, out_dir = os.fspath(data_dir), os.fspath(out_dir)
@@ -163,11 +198,15 @@ def train(
         raise DataError(f"--epochs must be at least 1, got {epochs}")
     if not 0.0 < val_split < 1.0:
         raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_split}")
-    if image_size is not None and image_size < 16:
-        raise DataError(f"--image-size must be at least 16 pixels, got {image_size}")
+    for size in ([image_size] if image_size is not None else []) + list(image_sizes or []):
+        if size < 16:
+            raise DataError(f"--image-size must be at least 16 pixels, got {size}")
+    searching, taps, heads = _pinned(search, tap, image_size, heads)
+    budget = Budget(max_latency_ms, parse_count(max_macs), max_model_mb)
     _check_out_dir(out_dir, data_dir, overwrite)
     folder = scan_folder(data_dir)
-    input_spec = spec.input_spec
+    base_spec = spec.input_spec
+    default_size = base_spec.image_size
     if grayscale is None:
         # The article: a grey photo is often enough. When every image is grey,
         # the first layer folds to one channel: same features, a third of its work.
@@ -175,22 +214,28 @@ def train(
     if grayscale:
         from .zoo.grayscale import gray_input_spec
 
-        input_spec = gray_input_spec(input_spec)
-    if image_size is not None:
-        input_spec = input_spec.replace(image_size=int(image_size))
+        base_spec = gray_input_spec(base_spec)
     if crop_fraction is not None:
-        input_spec = input_spec.replace(crop_fraction=float(crop_fraction))
+        base_spec = base_spec.replace(crop_fraction=float(crop_fraction))
+    if image_size is not None:
+        sizes = [int(image_size)]
+    elif image_sizes:
+        sizes = sorted({int(s) for s in image_sizes}, reverse=True)
+    else:
+        sizes = search_sizes(default_size) if searching else [default_size]
     timings["scan_s"] = time.perf_counter() - t0
 
+    # Costs of every candidate before any image is read; the naive
+    # baseline's graph (final layer, default size) joins the same extraction.
     t = time.perf_counter()
-    graph = export_backbone(backbone, weights=weights, input_spec=input_spec, cache_dir=cache_dir)
-    timings["export_backbone_s"] = time.perf_counter() - t
+    searcher = Search(backbone, weights, base_spec, sizes, len(folder.classes), heads=heads, taps=taps,
+                      budget=budget, baseline_size=default_size, cache_dir=cache_dir)
+    timings["export_and_costs_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log.info("%d images in %d classes; extracting features at %d px", len(folder.paths), len(folder.classes),
-             input_spec.image_size)
-    extractor = FeatureExtractor(graph, cache_dir=cache_dir)
-    extraction = extractor.extract(folder.paths, progress=progress, desc="extracting features")
+    log.info("%d images in %d classes; extracting features at %s px", len(folder.paths), len(folder.classes),
+             ", ".join(str(s) for s in searcher.extract_sizes))
+    extraction = searcher.extract(folder.paths, progress=progress)
     timings["features_s"] = time.perf_counter() - t
     skipped = folder.skipped + extraction.skipped
     used = folder.subset(extraction.ok)
@@ -201,17 +246,48 @@ def train(
                 f"Class '{cls}' has {n} usable image{'s' if n != 1 else ''}; each class needs at least 2 "
                 f"(one to train, one to validate): add images to {os.path.join(data_dir, cls)}"
             )
-    X, y = extraction.features, used.targets
+    y = used.targets
     train_idx, val_idx = stratified_split(y, val_split, seed)
+    head_params = {"epochs": epochs, "learning_rate": learning_rate, "l2": l2, "patience": patience, "seed": seed}
 
     t = time.perf_counter()
-    log.info("training the softmax head on %d images, validating on %d", len(train_idx), len(val_idx))
-    head = SoftmaxHead(epochs=epochs, learning_rate=learning_rate, l2=l2, patience=patience, seed=seed)
-    head.fit(X[train_idx], y[train_idx], X[val_idx], y[val_idx], num_classes=len(used.classes))
+    chosen = searcher.score(y, train_idx, val_idx, seed=seed, head_params=head_params)
+    timings["search_s"] = time.perf_counter() - t
+    graph = searcher.graphs[chosen.image_size]
+    input_spec = graph.input_spec
+    X = searcher.features[chosen.image_size].tap(chosen.tap)
+
+    t = time.perf_counter()
+    log.info("training the %s head on %s at %d px: %d images, validating on %d", chosen.head, chosen.tap,
+             chosen.image_size, len(train_idx), len(val_idx))
+    num_classes = len(used.classes)
+    with single_thread():
+        # ``head`` (fitted on the training split, early-stopped on the
+        # holdout) gives the honest validation figures; the bundle ships
+        # ``shipped``: the same head refitted on every labeled image for as
+        # many epochs as early stopping chose.
+        head, shipped = holdout_and_refit(chosen.head, searcher.head_kwargs(chosen.head, head_params), X, y,
+                                          train_idx, val_idx, num_classes)
+        # What the device trains is always a softmax head on the same features.
+        device_head = shipped if chosen.head == "softmax" else holdout_and_refit(
+            "softmax", head_params, X, y, train_idx, val_idx, num_classes)[1]
     timings["head_s"] = time.perf_counter() - t
-    val_pred = head.predict(X[val_idx])
+    val_proba = head.predict_proba(X[val_idx])
+    val_pred = val_proba.argmax(axis=1)
     val_metrics = classification_metrics(y[val_idx], val_pred, used.classes)
     train_acc = float((head.predict(X[train_idx]) == y[train_idx]).mean())
+    shipped_val_pred = shipped.predict(X[val_idx])
+
+    # Baselines on the same holdout split (and refitted on everything, like the shipped model).
+    t = time.perf_counter()
+    naive = searcher.naive_baseline(y, train_idx, val_idx, head_params)
+    train_paths = [used.paths[i] for i in train_idx]
+    val_paths = [used.paths[i] for i in val_idx]
+    raw, _ = raw_pixel_baseline(train_paths, y[train_idx], val_paths, y[val_idx], seed=seed)
+    _, raw_model = raw_pixel_baseline(used.paths, y, val_paths, y[val_idx], image_size=raw["image_size"],
+                                      grayscale=raw["grayscale"], C=raw["C"], seed=seed)
+    baselines = {"raw_pixels": raw, "final_layer": naive.summary}
+    timings["baselines_s"] = time.perf_counter() - t
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -220,14 +296,13 @@ def train(
     os.makedirs(tmp_dir)
     try:
         t = time.perf_counter()
-        log.info("exporting model.onnx and model.int8.onnx (calibrated on %d training images)",
-                 min(NUM_CALIBRATION_IMAGES, len(train_idx)))
+        log.info("exporting model.onnx and model.int8.onnx (cut after %s; calibrated on %d training images)",
+                 chosen.tap, min(NUM_CALIBRATION_IMAGES, len(train_idx)))
         with open(os.path.join(tmp_dir, LABELS), "w", encoding="utf-8") as fh:
             fh.write("".join(f"{c}\n" for c in used.classes))
-        train_paths = [used.paths[i] for i in train_idx]
-        calib = _calibration_batches(train_paths, input_spec, seed)
-        features = feature_model(graph.onnx_path, used.classes, input_spec, backbone)
-        write_device_files(tmp_dir, features, head, X[train_idx], y[train_idx], calib, seed)
+        calib = _calibration_batches(used.paths, input_spec, seed)
+        features = feature_model(graph.onnx_path, used.classes, input_spec, backbone, tap=chosen.tap)
+        write_device_files(tmp_dir, features, device_head, X, y, calib, seed, model_head=shipped)
         fp32_path = os.path.join(tmp_dir, MODEL_FP32)
         timings["bundle_s"] = time.perf_counter() - t
 
@@ -236,15 +311,27 @@ def train(
         log.info("checking the exported models against the host on validation images")
         rng = np.random.default_rng(seed)
         check = np.sort(rng.permutation(len(val_idx))[:MAX_AGREEMENT_IMAGES])
-        check_paths = [used.paths[val_idx[i]] for i in check]
+        check_paths = [val_paths[i] for i in check]
         agreement = {}
         for name, int8 in (("fp32", False), ("int8", True)):
             pred = Predictor(tmp_dir, int8=int8).predict_proba(check_paths).argmax(axis=1)
-            agreement[f"agreement_{name}"] = float((pred == val_pred[check]).mean())
+            agreement[f"agreement_{name}"] = float((pred == shipped_val_pred[check]).mean())
             agreement[f"bundle_accuracy_{name}"] = float((pred == y[val_idx][check]).mean())
         timings["agreement_s"] = time.perf_counter() - t
+        plot_path = None
+        if sum(c.val_accuracy is not None for c in searcher.candidates) > 1:
+            plot_path = plot_candidates(
+                searcher.candidates, chosen, os.path.join(tmp_dir, SEARCH_PLOT),
+                baselines={"raw pixels (holdout)": raw["val_accuracy"],
+                           "final layer, default size (holdout)": naive.summary["val_accuracy"]},
+                title=f"{backbone}: validation accuracy ({searcher.protocol['kind']}) vs compute")
         timings["total_s"] = time.perf_counter() - t0
 
+        chosen_summary = {
+            "tap": chosen.tap, "image_size": chosen.image_size, "head": chosen.head, "dim": chosen.dim,
+            "macs": int(chosen.macs), "latency_ms": chosen.latency_ms, "model_mb": chosen.model_mb,
+            "val_accuracy": val_metrics["accuracy"], "selection_score": chosen.val_accuracy,
+        }
         metrics = {
             "edgetl_version": __version__,
             "backbone": backbone,
@@ -257,6 +344,19 @@ def train(
             "confusion_matrix": val_metrics["confusion_matrix"],
             **agreement,
             "agreement_n": int(len(check)),
+            "chosen": chosen_summary,
+            "baselines": baselines,
+            "transfer_beats_raw_pixels": bool(val_metrics["accuracy"] > raw["val_accuracy"]),
+            "search": {
+                "enabled": searching,
+                "sizes": searcher.sizes,
+                "protocol": searcher.protocol,
+                "budget": {"max_latency_ms": budget.max_latency_ms, "max_macs": budget.max_macs,
+                           "max_model_mb": budget.max_model_mb},
+                "candidates": [c.to_dict() for c in searcher.candidates],
+                "plot": SEARCH_PLOT if plot_path else None,
+                "timings_s": {k: round(v, 3) for k, v in searcher.timings.items()},
+            },
             "counts": {
                 "images_found": len(folder.paths),
                 "images_used": len(used.paths),
@@ -268,9 +368,17 @@ def train(
             "skipped": skipped,
             "features": {"extracted": extraction.num_extracted, "from_cache": extraction.num_cached,
                          "dim": int(X.shape[1])},
-            "head": {"type": "softmax", "epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_,
-                     "learning_rate": learning_rate, "l2": l2, "history": head.history_},
-            "config": {"val_split": val_split, "epochs": epochs, "seed": seed, "image_size": input_spec.image_size},
+            "head": {"type": chosen.head, "epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_,
+                     "learning_rate": learning_rate, "l2": l2, "history": head.history_,
+                     "shipped": "refitted on all labeled images (train + val) for best_epoch epochs; "
+                                "the validation figures are those of the head fitted on the train split"},
+            "config": {"val_split": val_split, "epochs": epochs, "seed": seed, "image_size": input_spec.image_size,
+                       "search": searching, "tap": tap, "heads": list(heads), "image_sizes": sizes},
+            "val_predictions": [
+                {"path": p, "label": used.classes[int(t_)], "predicted": used.classes[int(p_)],
+                 "probability": float(pr[p_])}
+                for p, t_, p_, pr in zip(val_paths, y[val_idx], val_pred, val_proba)
+            ],
             "model_mb": {
                 "fp32": os.path.getsize(fp32_path) / 1e6,
                 "int8": os.path.getsize(os.path.join(tmp_dir, MODEL_INT8)) / 1e6,
@@ -284,4 +392,5 @@ def train(
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    return TrainResult(out_dir, metrics, train_paths, [used.paths[i] for i in val_idx], y[val_idx])
+    return TrainResult(out_dir, metrics, train_paths, val_paths, y[val_idx], searcher=searcher,
+                       baseline_models={"raw_pixels": raw_model, "final_layer": naive})

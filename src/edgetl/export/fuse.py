@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ..data.input_spec import InputSpec
 from ..runtime.bundle import (FORMAT_VERSION, INPUT_NAME, KEY_BACKBONE, KEY_FORMAT, KEY_LABELS, KEY_SPEC,
                               OUTPUT_NAME)
-from .backbone_onnx import FEATURES_NAME
-from .graph_ops import prune_graph as _prune
+from .backbone_onnx import FEATURES_NAME, FINAL_TAP
+from .graph_ops import truncate_to_tap
 
 
 def set_metadata(model: onnx.ModelProto, labels: list[str], input_spec: InputSpec, backbone: str) -> None:
@@ -33,43 +33,35 @@ def set_metadata(model: onnx.ModelProto, labels: list[str], input_spec: InputSpe
         model.metadata_props.add(key=key, value=value)
 
 
-def feature_model(backbone_onnx: str, labels: list[str], input_spec: InputSpec, backbone: str) -> onnx.ModelProto:
+def feature_model(backbone_onnx: str, labels: list[str], input_spec: InputSpec, backbone: str,
+                  tap: str = FINAL_TAP) -> onnx.ModelProto:
     """The frozen feature model of a bundle (``features.onnx``): the backbone
-    graph the head was trained on, with only its ``features`` output."""
-    model = onnx.load(backbone_onnx)
-    _prune(model.graph, {FEATURES_NAME})
+    graph the head was trained on, cut after ``tap`` (nothing computed after
+    it is kept), with the single output ``features``."""
+    model = truncate_to_tap(backbone_onnx, tap)
     assert model.graph.input[0].name == INPUT_NAME
-    model.graph.name = f"edgetl_{backbone}_features"
+    model.graph.name = f"edgetl_{backbone}_features" + ("" if tap == FINAL_TAP else f"_to_{tap}")
     set_metadata(model, labels, input_spec, backbone)
     return model
 
 
-def append_head(features: onnx.ModelProto, weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
-    """A copy of feature model ``features`` (fp32 or int8) with the head on top:
-    ``weight`` (C x D) and ``bias`` (C) act on the raw pooled features; the
-    output is ``probabilities``. Metadata (labels, InputSpec) is kept."""
+def append_head(features: onnx.ModelProto, head) -> onnx.ModelProto:
+    """A copy of feature model ``features`` (fp32 or int8) with ``head`` (any
+    ``edgetl.heads`` head, fitted: its standardisation folded into the first
+    layer) on top; the output is ``probabilities``. Metadata is kept."""
     model = onnx.ModelProto()
     model.CopyFrom(features)
     graph = model.graph
-    graph.initializer.extend([
-        numpy_helper.from_array(np.ascontiguousarray(np.asarray(weight, np.float32).T), "head.weight_t"),
-        numpy_helper.from_array(np.asarray(bias, np.float32), "head.bias"),
-    ])
-    graph.node.extend([
-        helper.make_node("Gemm", [FEATURES_NAME, "head.weight_t", "head.bias"], ["logits"], name="head_fc"),
-        helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1, name="head_softmax"),
-    ])
+    nodes, inits = head.onnx_head(FEATURES_NAME, "logits", prefix="head", fold=True)
+    graph.initializer.extend(inits)
+    graph.node.extend(nodes)
+    graph.node.append(helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1, name="head_softmax"))
+    num_classes = len(head._layers()[-1][1])
     del graph.output[:]
     batch = graph.input[0].type.tensor_type.shape.dim[0]
-    out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, len(bias)])
+    out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, num_classes])
     out.type.tensor_type.shape.dim[0].CopyFrom(batch)
     graph.output.append(out)
     graph.name = graph.name.replace("_features", "_classifier")
     onnx.checker.check_model(model)
     return model
-
-
-def fuse_classifier(backbone_onnx: str, weight: np.ndarray, bias: np.ndarray, labels: list[str],
-                    input_spec: InputSpec, backbone: str) -> onnx.ModelProto:
-    """``weight`` (C x D) and ``bias`` (C) act on the raw pooled features."""
-    return append_head(feature_model(backbone_onnx, labels, input_spec, backbone), weight, bias)

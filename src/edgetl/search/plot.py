@@ -1,0 +1,51 @@
+"""Validation accuracy against compute, one point per scored candidate."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def plot_candidates(candidates, chosen, path: str, baselines: dict | None = None, title: str = "") -> str:
+    """Write a PNG scatter (MACs on a log axis) to ``path`` atomically; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    scored = [c for c in candidates if c.val_accuracy is not None]
+    sizes = sorted({c.image_size for c in scored})
+    markers = dict(zip(sizes, "os^Dvp<>h"))
+    colors = {"softmax": "tab:blue", "ncm": "tab:orange", "mlp": "tab:green"}
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
+    for head, color in colors.items():
+        for size in sizes:
+            pts = [c for c in scored if c.head == head and c.image_size == size]
+            if pts:
+                ax.scatter([c.macs for c in pts], [100 * c.val_accuracy for c in pts], c=color,
+                           marker=markers[size], s=36, alpha=0.8, label=f"{head} @ {size} px")
+    ax.scatter([chosen.macs], [100 * chosen.val_accuracy], s=260, facecolors="none", edgecolors="red",
+               linewidths=2, label=f"chosen: {chosen.tap} @ {chosen.image_size} px, {chosen.head}")
+    for name, value in (baselines or {}).items():
+        if value is not None:
+            ax.axhline(100 * value, linestyle="--", linewidth=1, color="gray")
+            ax.text(min(c.macs for c in scored), 100 * value, f" {name}",
+                    va="bottom", fontsize=8, color="dimgray")
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image (backbone up to the tap + head, log scale)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title or "edgetl search: every candidate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

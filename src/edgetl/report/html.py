@@ -108,7 +108,7 @@ def plot_history(history: list[dict]):
     return fig
 
 
-def plot_search(candidates: list[dict], chosen: dict | None):
+def plot_search(candidates: list[dict], chosen: dict | None, reference: dict | None = None):
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     fits = [c for c in candidates if c.get("fits_budget", True)]
@@ -120,6 +120,9 @@ def plot_search(candidates: list[dict], chosen: dict | None):
     if chosen and chosen.get("macs") is not None and chosen.get("val_accuracy") is not None:
         ax.scatter([chosen["macs"] / 1e6], [chosen["val_accuracy"]], marker="*", s=250, c="tab:red",
                    label="chosen", zorder=3)
+    if reference and reference.get("macs") and reference.get("val_accuracy") is not None:
+        ax.scatter([reference["macs"] / 1e6], [reference["val_accuracy"]], marker="D", c="tab:orange",
+                   label="final layer (baseline)")
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter
 
@@ -291,7 +294,7 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
         parts.append('<div class="row">' + _table(keys, rows))
         with_macs = [c for c in candidates if c.get("macs") and c.get("val_accuracy") is not None]
         if with_macs:
-            parts.append(_img(_save(plot_search(with_macs, chosen), plots_dir, "accuracy_vs_macs.png"),
+            parts.append(_img(_save(plot_search(with_macs, chosen, baselines.get("final_layer")), plots_dir, "accuracy_vs_macs.png"),
                               "accuracy vs MACs"))
         parts.append("</div>")
 

@@ -19,10 +19,19 @@ def test_demo_end_to_end(tmp_path):
     assert "raw-pixel logistic regression baseline" in text
     assert "device runtime (int8, no torch)" in text
     metrics = json.load(open(out_dir / "metrics.json"))
-    assert metrics["counts"]["images_used"] == 1797
+    assert metrics["counts"]["images_used"] == 898  # half of the 1,797 scans; the other half is the test set
     assert metrics["val_accuracy"] >= 0.9
     assert metrics["agreement_fp32"] >= 0.99 and metrics["agreement_int8"] >= 0.85
     assert f"{metrics['val_accuracy']:.1%}" in text
+    # The search: 8x8 scans are far from ImageNet; an early tap at a small size wins, at a fraction of the compute.
+    chosen, naive = metrics["chosen"], metrics["baselines"]["final_layer"]
+    assert chosen["tap"] != "final" and chosen["macs"] * 10 < naive["macs"]
+    assert (out_dir / "search.png").is_file()
+    test_line = next(line for line in text.splitlines() if "device runtime fp32" in line)
+    test_accuracy = float(test_line.split("%")[0].split()[-1]) / 100
+    naive_line = next(line for line in text.splitlines() if line.strip().startswith("naive transfer"))
+    naive_accuracy = float(naive_line.split("%")[0].split()[-1]) / 100
+    assert test_accuracy >= 0.97 and test_accuracy > naive_accuracy, (test_accuracy, naive_accuracy)
     predicted = [line for line in text.splitlines() if line.strip().startswith("true ")]
     assert len(predicted) == 8
     assert sum(line.split()[1] == line.split()[3] for line in predicted) >= 6

@@ -51,14 +51,14 @@ FEWER_FOLDS_ABOVE = 500
 
 
 def search_sizes(default_size: int, min_size: int = MIN_SEARCH_SIZE) -> list[int]:
-    """Input sizes to try, largest first: the default, then halving (multiples
-    of 8) down to ``min_size``, which is always included: 224 -> [224, 112,
-    56, 32]. Each size costs a quarter of the one before, so the whole
-    ladder costs at most 4/3 of its largest size."""
+    """Input sizes to try, largest first: the default, then halving (rounded
+    down to multiples of 8) down to ``min_size``, which is always included:
+    224 -> [224, 112, 56, 32]. Each size costs at most a quarter of the one
+    before, so the whole ladder costs at most 4/3 of its largest size."""
     sizes, size = [], int(default_size)
     while size > min_size:
         sizes.append(size)
-        size = max(min_size, int(round(size / 2 / 8)) * 8)
+        size = max(min_size, size // 2 // 8 * 8)
     sizes.append(min_size)
     return sorted(set(sizes), reverse=True)
 

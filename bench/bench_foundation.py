@@ -18,7 +18,7 @@ that is deleted at the end, so the feature cache always starts empty):
    features (Fashion-MNIST train set extracted at 64 px, crop_fraction 1.0),
    validated on the 10,000 test images. Goal <= 3 s. ``--skip-head`` skips it.
 5. fp32 vs int8 classifier built as ``edgetl.train()`` does (head trained on the
-   N images' 224-px features, ``fuse_classifier``, ``quantize_int8``
+   N images' 224-px features, ``feature_model`` + ``append_head``, ``quantize_int8``
    calibrated on 128 training images): latency at batch 1 and 32, file sizes,
    top-1 agreement on ``--agreement-images`` Fashion-MNIST test images.
 
@@ -412,7 +412,7 @@ def bench_int8(graph, paths, targets, features, classes, test_x, test_y, tmp, nu
     import onnx
 
     from edgetl.data.folder import stratified_split
-    from edgetl.export.fuse import fuse_classifier
+    from edgetl.export.fuse import append_head, feature_model
     from edgetl.heads.softmax import SoftmaxHead
     from edgetl.quantize import quantize_int8
     from edgetl.runtime.session import make_session
@@ -425,8 +425,7 @@ def bench_int8(graph, paths, targets, features, classes, test_x, test_y, tmp, nu
     out_dir = os.path.join(tmp, "bundle")
     os.makedirs(out_dir)
     fp32_path, int8_path = os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx")
-    W, b = head.folded()
-    onnx.save(fuse_classifier(graph.onnx_path, W, b, classes, spec, BACKBONE), fp32_path)
+    onnx.save(append_head(feature_model(graph.onnx_path, classes, spec, BACKBONE), head), fp32_path)
     with Probe() as q:
         calib = _calibration_batches([paths[i] for i in train_idx], spec, seed)
         quantize_int8(fp32_path, int8_path, calib, exclude_nodes=("head_fc", "head_softmax"))

@@ -16,7 +16,10 @@
    - ``cli``: ``edgetl predict RUN PATH x N`` (text to /dev/null);
    - ``cli-json``: the same with ``--json``;
    - ``floor``: the same interpreter importing ``edgetl.runtime`` and opening
-     the bundle, nothing predicted.
+     the bundle, nothing predicted;
+   - ``argv``: ``python -c pass PATH x N``: what the command line alone costs
+     (the kernel's copy plus the interpreter's decoded copies of N paths), the
+     part of ``cli``'s growth that is not edgetl's.
    Memory that does not grow from 1,000 to 10,000 images means the images are
    streamed in batches (32 at a time), not held.
 Prints a markdown table (and ``--json`` for the raw numbers).
@@ -103,7 +106,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=64, help="bundle input size when building one")
     parser.add_argument("--photo-size", type=int, default=160, help="side of the generated JPEG photos")
     parser.add_argument("--run", help="an existing bundle (default: train one on the digits)")
-    parser.add_argument("--modes", nargs="+", default=["floor", "api", "api-iter", "cli", "cli-json"])
+    parser.add_argument("--modes", nargs="+", default=["floor", "api", "api-iter", "argv", "cli", "cli-json"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -120,12 +123,14 @@ def main() -> int:
             for mode in args.modes:
                 if mode in ("api", "api-iter", "floor"):
                     argv = [sys.executable, "-c", API, run, list_path, mode]
+                elif mode == "argv":
+                    argv = [sys.executable, "-c", "pass", *all_paths[:count]]
                 else:
                     argv = [sys.executable, "-m", "edgetl.cli", "predict", run, *all_paths[:count]]
                     argv += ["--json"] if mode == "cli-json" else []
                 result = measure(argv)
                 rows.append({"mode": mode, "images": count, **result,
-                             "images_per_s": None if mode == "floor" else round(count / result["wall_s"], 1)})
+                             "images_per_s": None if mode in ("floor", "argv") else round(count / result["wall_s"], 1)})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))

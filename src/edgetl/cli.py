@@ -60,17 +60,64 @@ def cmd_imagenet(args) -> int:
     return 0
 
 
+# Flag defaults of 'edgetl train'. The parser's defaults are None, so a flag
+# given on the command line overrides the --config file, which overrides these.
+TRAIN_DEFAULTS = {
+    "data_dir": None, "out": None, "backbone": "efficientnet_lite0", "weights": None, "image_size": None,
+    "image_sizes": None, "crop_fraction": None, "search": "on", "tap": None, "heads": None, "max_latency_ms": None,
+    "max_macs": None, "max_model_mb": None, "val_split": 0.2, "epochs": 100, "learning_rate": 1e-3, "l2": 1e-4,
+    "patience": 10, "seed": 0, "grayscale": None, "overwrite": False,
+}
+
+
+def _read_config(path: str) -> dict:
+    import tomllib
+
+    from .errors import DataError
+
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"Config file '{path}' does not exist; pass the path of a TOML file") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise DataError(f"Config file '{path}' is not valid TOML ({exc}); fix it or pass the settings as flags") from None
+    out = {}
+    for key, value in raw.get("train", raw).items():
+        name = key.replace("-", "_")
+        if name not in TRAIN_DEFAULTS:
+            raise DataError(f"Config file '{path}': unknown setting {key!r}; known: {', '.join(sorted(TRAIN_DEFAULTS))}")
+        out[name] = value
+    return out
+
+
+def train_settings(args) -> dict:
+    """Command line over --config file over defaults: the keyword arguments of training.train."""
+    from .errors import DataError
+
+    settings = dict(TRAIN_DEFAULTS)
+    if args.config:
+        settings.update(_read_config(args.config))
+    for name in TRAIN_DEFAULTS:
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    if not settings["data_dir"] or not settings["out"]:
+        raise DataError("'edgetl train' needs DATA_DIR and --out RUN_DIR (on the command line or in --config)")
+    if isinstance(settings["heads"], str):
+        settings["heads"] = tuple(h.strip() for h in settings["heads"].split(",") if h.strip())
+    if isinstance(settings["search"], bool):
+        settings["search"] = "on" if settings["search"] else "off"
+    settings["weights"] = settings["weights"] or "default"
+    return settings
+
+
 def cmd_train(args) -> int:
     from .search import search_summary
     from .training import train
 
-    result = train(
-        args.data_dir, args.out, backbone=args.backbone, image_size=args.image_size, val_split=args.val_split,
-        epochs=args.epochs, seed=args.seed, cache_dir=args.cache_dir, overwrite=args.overwrite,
-        weights=args.weights or "default", search=args.search, tap=args.tap,
-        heads=tuple(args.heads.split(",")) if args.heads else None,
-        max_latency_ms=args.max_latency_ms, max_macs=args.max_macs, max_model_mb=args.max_model_mb,
-    )
+    settings = train_settings(args)
+    result = train(settings.pop("data_dir"), settings.pop("out"), cache_dir=args.cache_dir, **settings)
     m = result.metrics
     c = m["counts"]
     print(f"trained on {c['train']} images, validated on {c['val']} ({len(m['labels'])} classes); "
@@ -206,13 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_imagenet)
 
     p = sub.add_parser("train", parents=[common], help="transfer-learn a classifier from DATA_DIR/<class>/<image>")
-    p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", default=None)
+    p.add_argument("--out", metavar="RUN_DIR", default=None, help="the bundle folder (required)")
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="settings from a TOML file (keys as the flags: image_size or image-size, ...; optionally under "
+                        "[train]); flags given here win. Each run saves its resolved config.toml")
+    p.add_argument("--backbone", default=None, help="default efficientnet_lite0; see 'edgetl models'")
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights (.pth/.safetensors); default: packaged ImageNet")
     p.add_argument("--image-size", type=int, default=None,
                    help="pin the input size in pixels (default: searched, the backbone's default size and halvings)")
-    p.add_argument("--search", choices=("on", "off"), default="on",
+    p.add_argument("--search", choices=("on", "off"), default=None,
                    help="on (default): choose tap, input size and head by validation accuracy within the budget; "
                         "off: softmax head on the final layer at the default size (the naive recipe)")
     p.add_argument("--tap", default=None, help="pin the tap point (e.g. block7, final); see metrics.json for the list")
@@ -220,10 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=float, default=None, help="budget: batch-1 latency measured here (ONNX Runtime, 1 thread)")
     p.add_argument("--max-macs", default=None, help="budget: multiply-accumulates per image, e.g. 40M or 0.5G")
     p.add_argument("--max-model-mb", type=float, default=None, help="budget: fp32 model size in MB")
-    p.add_argument("--val-split", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=100, help="maximum epochs; early stopping on the validation split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it exists (only once the new run is complete)")
+    p.add_argument("--val-split", type=float, default=None, help="default 0.2")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100); early stopping on the validation split")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace RUN_DIR if it exists (only once the new run is complete)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", parents=[common], help="accuracy of a bundle on a labeled folder")

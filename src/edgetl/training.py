@@ -29,6 +29,7 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 MAX_AGREEMENT_IMAGES = 1000
 NUM_CALIBRATION_IMAGES = 128
 SEARCH_PLOT = "search.png"
+CONFIG = "config.toml"
 EXEMPLARS_PER_CLASS = 50  # training features per class kept in the bundle for on-device rehearsal
 
 
@@ -128,6 +129,26 @@ def folder_is_grayscale(paths: list[str]) -> bool:
     return bool(known) and all(known)
 
 
+def config_toml(settings: dict, data_dir: str, out_dir: str) -> str:
+    """The settings of a run as TOML (``edgetl train --config`` reads it back);
+    unset (None) settings are left out, so they keep their defaults."""
+    lines = ["# edgetl train settings of this run; repeat it with: edgetl train --config config.toml", "[train]"]
+    values = dict(settings, data_dir=os.path.abspath(data_dir), out=os.path.abspath(out_dir))
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        elif isinstance(value, (list, tuple)):
+            text = json.dumps(list(value))
+        else:
+            text = json.dumps(str(value))  # a TOML basic string: JSON escapes are TOML escapes
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
 def _pinned(search, tap, image_size, heads) -> tuple[bool, tuple[str, ...] | None, tuple[str, ...]]:
     """(search on?, taps to try or None for all, heads to try)."""
     from .search import HEADS
@@ -180,7 +201,11 @@ def train(
     backbone's default size).
 
     ``grayscale``: None decides from the images (one channel when all are
-    grey), True/False forces it."""
+    grey), True/False forces it.
+
+    The resolved settings are saved as ``config.toml`` in the run folder;
+    ``edgetl train --config RUN_DIR/config.toml`` repeats the run."""
+    settings = {k: v for k, v in locals().items() if k not in ("data_dir", "out_dir", "cache_dir", "progress")}
     from .baselines import raw_pixel_baseline
     from .export.fuse import feature_model
     from .heads import make_head
@@ -388,6 +413,7 @@ def train(
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         }
         _atomic_write_text(os.path.join(tmp_dir, METRICS), json.dumps(metrics, indent=2) + "\n")
+        _atomic_write_text(os.path.join(tmp_dir, CONFIG), config_toml(settings, data_dir, out_dir))
         _publish(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -41,7 +41,6 @@ def write_digits_folder(root: str) -> list[str]:
 def split_folder(src: str, dst: str, test_fraction: float = 0.5, seed: int = 0) -> tuple[str, str]:
     """Copy ``src/<class>/*`` into ``dst/train`` and ``dst/test``, a stratified
     split: the test half is never seen by training or by the search."""
-    import shutil
 
     rng = np.random.default_rng(seed)
     train_dir, test_dir = os.path.join(dst, "train"), os.path.join(dst, "test")

@@ -208,7 +208,6 @@ def train(
     settings = {k: v for k, v in locals().items() if k not in ("data_dir", "out_dir", "cache_dir", "progress")}
     from .baselines import raw_pixel_baseline
     from .export.fuse import feature_model
-    from .heads import make_head
     from .report import classification_metrics
     from .runtime.predictor import Predictor
     from .search import Budget, Search, holdout_and_refit, parse_count, search_sizes, single_thread

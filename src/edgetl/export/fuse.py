@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from ..data.input_spec import InputSpec
 from ..runtime.bundle import (FORMAT_VERSION, INPUT_NAME, KEY_BACKBONE, KEY_FORMAT, KEY_LABELS, KEY_SPEC,

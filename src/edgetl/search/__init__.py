@@ -133,20 +133,6 @@ class Candidate:
         return d
 
 
-@dataclass
-class SearchResult:
-    candidates: list[Candidate]
-    chosen: Candidate
-    protocol: dict  # how candidates were scored
-    sizes: list[int]
-    features: dict  # image_size -> Extraction (rows for the images used)
-    graphs: dict  # image_size -> BackboneGraph (taps graph)
-    timings_s: dict
-
-    def table(self) -> str:
-        return format_table(self.candidates, self.chosen)
-
-
 def format_table(candidates: list[Candidate], chosen: Candidate | None = None, limit: int | None = None) -> str:
     """The candidates as a fixed-width table, best first ('*' marks the chosen)."""
     scored = sorted((c for c in candidates if c.val_accuracy is not None),
@@ -440,8 +426,6 @@ class Search:
                        head_params: dict) -> NaiveBaseline:
         """The softmax head on the final layer at the default size, fitted on
         the training split and scored on the holdout split."""
-        from ..heads import make_head
-
         size = self.baseline_size
         graph = self.graphs[size]
         X = self.features[size].tap(FINAL_TAP)

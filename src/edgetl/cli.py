@@ -154,7 +154,7 @@ def cmd_predict(args) -> int:
     from .runtime import Predictor
 
     predictor = Predictor(args.run_dir, int8=args.int8)
-    _print_predictions(args.images, predictor.predict(args.images), args.json)
+    _print_predictions(args.images, predictor.iter_predict(args.images), args.json)
     return 0
 
 

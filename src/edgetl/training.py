@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .data.folder import scan_folder, stratified_split
 from .data.image import decode_image
-from .errors import DataError, RunExistsError
+from .errors import DataError, RunExistsError, storage_error
 from .export.backbone_onnx import FINAL_TAP
 from .runtime.bundle import (FEATURES_FP32, FEATURES_INT8, HEAD, LABELS, METRICS, MODEL_FP32, MODEL_INT8,
                              TRAIN_STEP)
@@ -73,6 +73,25 @@ def _publish(tmp_dir: str, out_dir: str) -> None:
     os.replace(tmp_dir, out_dir)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _sweep_dead_runs(out_dir: str) -> None:
+    """What a killed 'edgetl train' left beside RUN_DIR: its temporary folder
+    (removed) and, when it died mid-publish, the previous bundle set aside as
+    RUN.old-PID (put back in place)."""
+    from .features.cache import _pid_alive
+
+    parent, base = os.path.split(os.path.abspath(out_dir))
+    for name in sorted(os.listdir(parent)):
+        for prefix in (f".{base}.tmp-", f"{base}.old-"):
+            pid = name[len(prefix):] if name.startswith(prefix) else ""
+            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+            path = os.path.join(parent, name)
+            if prefix.endswith(".old-") and not os.path.exists(out_dir):
+                os.replace(path, out_dir)  # the previous bundle, back in place
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _calibration_batches(paths: list[str], spec, seed: int, batch_size: int = 16):
@@ -315,6 +334,7 @@ def train(
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
+    _sweep_dead_runs(out_dir)
     tmp_dir = os.path.join(parent, f".{os.path.basename(os.path.abspath(out_dir))}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
@@ -387,9 +407,11 @@ def train(
                 "train": int(len(train_idx)),
                 "val": int(len(val_idx)),
                 "skipped": len(skipped),
+                "duplicates": len(folder.duplicates),
                 "per_class": used.counts(),
             },
             "skipped": skipped,
+            "duplicates": folder.duplicates,  # the same image under two or more classes (warned)
             "features": {"extracted": extraction.num_extracted, "from_cache": extraction.num_cached,
                          "dim": int(X.shape[1])},
             "head": {"type": chosen.head, "epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_,
@@ -414,6 +436,9 @@ def train(
         _atomic_write_text(os.path.join(tmp_dir, METRICS), json.dumps(metrics, indent=2) + "\n")
         _atomic_write_text(os.path.join(tmp_dir, CONFIG), config_toml(settings, data_dir, out_dir))
         _publish(tmp_dir, out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise storage_error(exc, f"the bundle '{out_dir}'", parent) from None
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

@@ -78,8 +78,9 @@ def plot_per_class(per_class: dict, labels: list[str]):
     ax.bar(x - 0.2, [per_class[c]["precision"] for c in labels], 0.4, label="precision")
     ax.bar(x + 0.2, [per_class[c]["recall"] for c in labels], 0.4, label="recall")
     ax.set_xticks(x, labels, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
-    ax.set_ylim(0, 1.05)
-    ax.legend(loc="lower right")
+    ax.set_ylim(0, 1.18)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.legend(loc="upper center", ncol=2, frameon=False)
     ax.set_title("per-class precision and recall (validation)")
     return fig
 
@@ -124,12 +125,12 @@ def plot_search(candidates: list[dict], chosen: dict | None, reference: dict | N
         ax.scatter([reference["macs"] / 1e6], [reference["val_accuracy"]], marker="D", c="tab:orange",
                    label="final layer (baseline)")
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("MACs per image (millions, log scale)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("search: accuracy vs compute")

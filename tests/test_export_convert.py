@@ -183,3 +183,33 @@ def test_not_a_bundle_and_unsupported_graph(tmp_path, capsys):
     onnx.save(onnx.helper.make_model(graph), path)
     with pytest.raises(BundleError, match="Erf"):
         load_torch_model(str(path))
+
+
+def test_gather_where_graph_matches_onnxruntime(tmp_path):
+    """The index ops AlexNet's and VGG's adaptive pooling export as."""
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array([3, 0, 2], np.int64), "idx"),
+        numpy_helper.from_array(rng.random((1, 2, 4, 3)) > 0.5, "cond"),
+        numpy_helper.from_array(np.array(-1.0, np.float32), "fill"),
+        numpy_helper.from_array(np.array([[[0, 1], [0, 0]], [[0, 0], [0, 1]]], np.int64), "nd"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["input", "idx"], ["g"], axis=3),
+        helper.make_node("Where", ["cond", "g", "fill"], ["w"]),
+        helper.make_node("GatherND", ["w", "nd"], ["probabilities"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / "g.onnx")
+    onnx.save(model, path)
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    ref = ort.InferenceSession(path).run(None, {"input": x})[0]
+    with torch.no_grad():
+        got = load_torch_model(path)(torch.from_numpy(x)).numpy()
+    assert got.shape == ref.shape == (2, 2, 4, 3)
+    np.testing.assert_array_equal(got, ref)

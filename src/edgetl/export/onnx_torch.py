@@ -26,6 +26,7 @@ _SUPPORTED = {
     "ReduceMean", "GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool", "Gemm", "MatMul",
     "Softmax", "Flatten", "Reshape", "Concat", "LRN", "BatchNormalization", "Identity", "Dropout", "Pad",
     "Constant", "QuantizeLinear", "DequantizeLinear", "Squeeze", "Unsqueeze", "Transpose",
+    "Gather", "GatherND", "Where",  # adaptive pooling to a fixed grid (AlexNet, VGG) exports as these
 }
 
 
@@ -224,6 +225,21 @@ def _make_graph_module_class():
                 return x
             if op == "Transpose":
                 return a[0].permute(*at["perm"])
+            if op == "Gather":
+                axis = at.get("axis", 0)
+                x, idx = T(a[0]), np.asarray(a[1]).astype(np.int64)
+                idx = np.where(idx < 0, idx + x.shape[axis], idx)
+                if idx.ndim == 0:
+                    return x.select(axis, int(idx))
+                flat = torch.index_select(x, axis, torch.from_numpy(idx.ravel()))
+                return flat.reshape(tuple(x.shape[:axis]) + idx.shape + tuple(x.shape[axis + 1:]))
+            if op == "GatherND":
+                if at.get("batch_dims", 0):
+                    raise BundleError("GatherND with batch_dims is not supported by the TFLite/Core ML export")
+                x, idx = T(a[0]), np.asarray(a[1]).astype(np.int64)
+                return x[tuple(torch.from_numpy(idx[..., i].copy()) for i in range(idx.shape[-1]))]
+            if op == "Where":
+                return torch.where(T(a[0]), T(a[1]), T(a[2]))
             if op == "QuantizeLinear":
                 return _quantize(a, at)
             if op == "DequantizeLinear":

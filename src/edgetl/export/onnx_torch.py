@@ -59,6 +59,11 @@ def _make_graph_module_class():
     import torch
     import torch.nn.functional as F
 
+    try:  # registers torch.ops.quantized_decomposed (moved to torchao in later torch releases)
+        import torch.ao.quantization.fx._decomposed  # noqa: F401
+    except ImportError:
+        import torchao.quantization.pt2e  # noqa: F401
+
     class GraphModule(torch.nn.Module):
         def __init__(self, model: onnx.ModelProto):
             super().__init__()

@@ -39,11 +39,34 @@ MAX_CHECK_IMAGES = 500
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+@contextlib.contextmanager
+def _native_quiet():
+    """The converters' native libraries (absl, XNNPACK, oneDNN) log on file
+    descriptor 2 when imported and run; keep the command's output to edgetl's
+    own lines unless --verbose. Python exceptions are unaffected."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _need(module: str, extra: str):
     import importlib
 
     try:
-        return importlib.import_module(module)
+        with _native_quiet():
+            return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(
             f"{extra} export needs the '{extra}' extra ({module} is not installed): "
@@ -171,7 +194,7 @@ def _to_tflite(onnx_path: str, out_path: str, image_size: int, channels: int, in
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
             pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
         kwargs["quant_config"] = quant_config.QuantConfig(pt2e_quantizer=quantizer)
-    with _quiet():
+    with _quiet(), _native_quiet():
         edge = litert_torch.convert(nhwc.eval(), sample, **kwargs)
         tmp = f"{out_path}.tmp-{os.getpid()}"
         edge.export(tmp)
@@ -182,8 +205,9 @@ def run_tflite(tflite_path: str, batch_nchw: np.ndarray) -> np.ndarray:
     """Probabilities of a .tflite on an NCHW float32 batch, one image at a time
     (the LiteRT interpreter, as on the phone)."""
     Interpreter = _need("ai_edge_litert.interpreter", "tflite").Interpreter
-    interp = Interpreter(model_path=tflite_path)
-    interp.allocate_tensors()
+    with _native_quiet():
+        interp = Interpreter(model_path=tflite_path)
+        interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     rows = []
     for x in batch_nchw:
@@ -284,7 +308,7 @@ def _coreml_model(onnx_path: str, spec: dict, labels: list[str], name: str):
     with torch.no_grad():
         traced = torch.jit.trace(wrapped, example)
     layout = ct.colorlayout.GRAYSCALE if gray else ct.colorlayout.RGB
-    with _quiet():
+    with _quiet(), _native_quiet():
         mlmodel = ct.convert(
             traced, inputs=[ct.ImageType(name="image", shape=example.shape, color_layout=layout)],
             classifier_config=ct.ClassifierConfig(list(labels)), convert_to="mlprogram",
@@ -349,7 +373,7 @@ def export_coreml(run_dir: str, int8: bool = False) -> dict:
         config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
         # A channel of zeros gets scale 0: coremltools warns dividing by it, the
         # dequantized channel is still exactly 0.
-        with _quiet(), np.errstate(divide="ignore", invalid="ignore"):
+        with _quiet(), _native_quiet(), np.errstate(divide="ignore", invalid="ignore"):
             q = linear_quantize_weights(mlmodel, config=config)
         outputs.append((COREML_INT8, q, "_int8"))
         record["file_int8"] = COREML_INT8

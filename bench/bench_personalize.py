@@ -193,7 +193,7 @@ def torch_tripwire(tmp: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- host side
 
 
-def build_bundle(tmp: str, image_size: int) -> tuple[str, dict]:
+def build_bundle(tmp: str, image_size: int, search: str = "off") -> tuple[str, dict]:
     """Step 1: a bundle trained on scikit-learn digits (torch allowed, not measured)."""
     from edgetl.demo import write_digits_folder
     from edgetl.training import train
@@ -202,7 +202,9 @@ def build_bundle(tmp: str, image_size: int) -> tuple[str, dict]:
     write_digits_folder(digits)
     run_dir = os.path.join(tmp, "bundle")
     t0 = time.perf_counter()
-    train(digits, run_dir, image_size=image_size, progress=False)
+    # search off by default: the final layer's features, the most general ones, for classes from
+    # another domain (a digits-only search would pick an early tap tuned to digits).
+    train(digits, run_dir, image_size=image_size, search=search, progress=False)
     seconds = time.perf_counter() - t0
     with open(os.path.join(run_dir, "metrics.json")) as fh:
         metrics = json.load(fh)
@@ -210,7 +212,7 @@ def build_bundle(tmp: str, image_size: int) -> tuple[str, dict]:
              if os.path.isfile(os.path.join(run_dir, name))}
     return run_dir, {"data": "scikit-learn load_digits (1,797 8x8 scans, 10 classes), written by "
                              "edgetl.demo.write_digits_folder", "image_size": image_size,
-                     "train_s": round(seconds, 1), "file_mb": sizes,
+                     "search": search, "train_s": round(seconds, 1), "file_mb": sizes,
                      "val_accuracy": metrics.get("val_accuracy", metrics.get("accuracy"))}
 
 
@@ -307,6 +309,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cli-predict-images", type=int, default=100,
                     help="test images for 'edgetl device predict' (default 100)")
     ap.add_argument("--int8", action="store_true", help="embed with features.int8.onnx")
+    ap.add_argument("--search", choices=("on", "off"), default="off",
+                    help="the bundle's transfer search (default off: final-layer features for the new domain)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     ap.add_argument("--out-json", default=None, help="write every figure here")
     ap.add_argument("--device-api", default=None, metavar="MANIFEST", help=argparse.SUPPRESS)  # step 2a's child
@@ -326,7 +330,7 @@ def main(argv=None) -> int:
     del res["params"]["device_api"]
     try:
         print(f"[1] host: training the bundle on scikit-learn digits at {args.image_size} px", flush=True)
-        run_dir, res["bundle"] = build_bundle(tmp, args.image_size)
+        run_dir, res["bundle"] = build_bundle(tmp, args.image_size, args.search)
         print(f"    {res['bundle']['train_s']} s; files (MB): {res['bundle']['file_mb']}", flush=True)
         with open(os.path.join(run_dir, "labels.txt")) as fh:
             bundle_labels = [line.strip() for line in fh if line.strip()]

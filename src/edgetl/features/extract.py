@@ -89,11 +89,12 @@ class FeatureExtractor:
         batch_size: int = 32,
         num_workers: int = 2,
         num_threads: int | None = None,
+        spinning: bool = True,
     ):
         self.graph = graph
         self.batch_size = batch_size
         self.num_workers = max(1, num_workers)
-        self.session = make_session(graph.onnx_path, num_threads=num_threads)
+        self.session = make_session(graph.onnx_path, num_threads=num_threads, spinning=spinning)
         folder = os.path.join(cache_dir or default_cache_dir(), "features", graph.key)
         self.cache = FeatureCache(folder)
         self.outputs = graph.feature_outputs

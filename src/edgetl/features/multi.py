@@ -44,8 +44,9 @@ def extract_many(graphs: list, paths: list[str], cache_dir: str | None = None, b
                  num_workers: int = 2, num_threads: int | None = None, progress: bool | None = None,
                  desc: str = "features") -> list[Extraction]:
     """One :class:`Extraction` per graph, in order, for the same ``paths``."""
+    # Sessions take turns: without spinning, one's idle workers do not starve the next.
     extractors = [FeatureExtractor(g, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
-                                   num_threads=num_threads) for g in graphs]
+                                   num_threads=num_threads, spinning=len(graphs) == 1) for g in graphs]
     skipped: list[dict] = []
     keys: list[bytes | None] = [None] * len(paths)
     with ThreadPoolExecutor(max(1, num_workers)) as pool:

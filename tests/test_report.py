@@ -146,7 +146,7 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
 
 def test_report_from_todays_metrics_only(plain_run, tmp_path):
     src, _ = plain_run
-    run = str(tmp_path / "run")
+    run = str(tmp_path / ".myrun.tmp-4242")  # what 'edgetl train' calls the folder before publishing it
     shutil.copytree(src, run)
     for f in ("report.html", "README.md"):
         if os.path.exists(os.path.join(run, f)):
@@ -161,10 +161,12 @@ def test_report_from_todays_metrics_only(plain_run, tmp_path):
     page = open(write_report(run), encoding="utf-8").read()
     assert "Search (" not in page and "<h2>Baselines" not in page
     assert "No validation images to show" in page
+    assert "<title>edgetl run: myrun</title>" in page
     assert sorted(os.listdir(os.path.join(run, "plots"))) == [
         "confusion_matrix.png", "confusion_matrix_normalized.png", "per_class.png", "training_curve.png"]
     card = open(write_model_card(run), encoding="utf-8").read()
     assert "No baseline was recorded" in card
+    assert card.startswith("# myrun:") and 'Predictor("myrun/"' in card
     assert not [f for f in os.listdir(run) if ".tmp" in f]
 
 

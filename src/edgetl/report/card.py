@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .run import load_run, model_figures
+from .run import load_run, model_figures, run_name
 
 CARD = "README.md"
 
@@ -27,7 +27,7 @@ def render_model_card(run_dir: str) -> str:
     run_dir = os.fspath(run_dir)
     m = load_run(run_dir)
     labels = m["labels"]
-    name = os.path.basename(os.path.abspath(run_dir))
+    name = run_name(run_dir)
     counts = m.get("counts") or {}
     spec = m.get("input_spec") or {}
     chosen = m.get("chosen") or {}

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .run import load_run, model_figures, worst_predictions
+from .run import load_run, model_figures, run_name, worst_predictions
 
 PLOTS_DIR = "plots"
 REPORT = "report.html"
@@ -192,7 +192,7 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
     plots_dir = plots_dir or os.path.join(run_dir, PLOTS_DIR)
     os.makedirs(plots_dir, exist_ok=True)
     parts: list[str] = []
-    title = f"edgetl run: {os.path.basename(os.path.abspath(run_dir))}"
+    title = f"edgetl run: {run_name(run_dir)}"
     figs = model_figures(run_dir, metrics)
     counts = metrics.get("counts", {})
     chosen = metrics.get("chosen") or {}

@@ -14,6 +14,16 @@ import numpy as np
 from ..errors import BundleError
 
 
+def run_name(run_dir: str) -> str:
+    """The run folder's name; for 'edgetl train''s not-yet-published folder
+    ('.NAME.tmp-PID' beside NAME) the name it is about to get."""
+    import re
+
+    base = os.path.basename(os.path.abspath(run_dir))
+    match = re.fullmatch(r"\.(.+)\.tmp-\d+", base)
+    return match.group(1) if match else base
+
+
 def load_run(run_dir: str) -> dict:
     run_dir = os.fspath(run_dir)
     path = os.path.join(run_dir, "metrics.json")

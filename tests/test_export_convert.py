@@ -143,10 +143,12 @@ def test_coreml_normalisation_is_inside_the_program(bundle):
     assert first[:2] == ["sub", "mul"], first
 
 
-def test_onnx_format_checks_metadata(bundle):
+def test_onnx_format_checks_metadata(bundle, capsys):
     run_dir, _ = bundle
-    record = export_model(run_dir, "onnx", int8=True)
+    assert main(["export", run_dir, "--format", "onnx", "--int8", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
     assert record["file"] == "model.onnx" and record["file_int8"] == "model.int8.onnx"
+    assert json.load(open(os.path.join(run_dir, "metrics.json")))["exports"]["onnx"] == record
 
 
 def test_check_images_uses_val_predictions_and_skips_missing(bundle, tmp_path):

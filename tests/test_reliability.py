@@ -162,6 +162,17 @@ def test_corpus_bad_files_skipped_and_listed(corpus):
     assert metrics["counts"]["images_used"] == 3 * 6 + len(corpus["good"]) + 1  # + the duplicate
 
 
+def test_corpus_duplicate_warned_and_listed(corpus):
+    """bars/000.png also filed as checker/from-bars.png: both kept, reported."""
+    with open(os.path.join(corpus["run"], "metrics.json")) as fh:
+        metrics = json.load(fh)
+    [dup] = metrics["duplicates"]
+    assert dup["classes"] == ["bars", "checker"]
+    assert sorted(os.path.relpath(p, corpus["data"]) for p in dup["paths"]) == [
+        os.path.join("bars", "000.png"), os.path.join("checker", "from-bars.png")]
+    assert metrics["counts"]["duplicates"] == 1
+
+
 def test_corpus_odd_images_are_used(corpus):
     """1 x 1, 1 x 10,000, CMYK, 16-bit, emoji and non-UTF-8 names all reach
     the model as finite tensors of the bundle's size."""

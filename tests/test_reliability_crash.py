@@ -83,8 +83,9 @@ def graph():
     from edgetl.export.backbone_onnx import export_backbone
     from edgetl.zoo import get_spec
 
+    # taps=True: the graph train() extracts with (exported once for both); features are every tap's, concatenated
     return export_backbone("efficientnet_lite0", input_spec=get_spec("efficientnet_lite0").input_spec.replace(
-        image_size=SIZE))
+        image_size=SIZE), taps=True)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ from edgetl.zoo import get_spec
 
 cache_dir, size, kill_at, *paths = sys.argv[1:]
 graph = export_backbone("efficientnet_lite0", input_spec=get_spec("efficientnet_lite0").input_spec.replace(
-    image_size=int(size)))
+    image_size=int(size)), taps=True)
 real_savez, calls = np.savez, [0]
 
 def savez(path, **arrays):
@@ -201,29 +202,37 @@ def _bundle_complete(run: str) -> bool:
     return len(predictor.labels) == 3
 
 
-@pytest.mark.parametrize("moment", ["model-file", "publish"])
-def test_killed_while_writing_a_bundle(tmp_path, previous, moment):
+def test_killed_while_writing_a_bundle(tmp_path, previous):
+    """Killed half-way through a model file, then (another run) at the rename
+    that publishes the bundle: RUN_DIR only ever holds the previous bundle,
+    whole, or nothing while it is set aside; the next run sweeps what the
+    killed ones left and completes."""
     out = tmp_path / "run"
     shutil.copytree(previous["run"], out)
-    line, proc = run_until_paused(_TRAIN, previous["data"], out, SIZE, moment, "1" if _fast() else "")
-    assert line.startswith("mid-write" if moment == "model-file" else "publishing"), line
-    written = line.split(" ", 1)[1]
-    assert not written.startswith(str(out) + os.sep)  # the new bundle is built beside it, never in it
+    fast = "1" if _fast() else ""
 
-    # The previous bundle, whole, at RUN_DIR or (killed mid-publish) set aside; never half of one.
-    if out.exists():
+    line, _ = run_until_paused(_TRAIN, previous["data"], out, SIZE, "model-file", fast)
+    assert line.startswith("mid-write"), line
+    half = line.split(" ", 1)[1]
+    assert not half.startswith(str(out) + os.sep)  # the new bundle is built beside RUN_DIR, never in it
+    assert os.path.getsize(half) > 0 and snapshot(out) == previous["snapshot"]
+    assert _bundle_complete(str(out))
+
+    line, _ = run_until_paused(_TRAIN, previous["data"], out, SIZE, "publish", fast)
+    assert line.startswith("publishing"), line
+    assert not os.path.exists(half)  # the second run swept the first one's temp folder
+    if out.exists():  # a publish that swaps atomically
         assert snapshot(out) == previous["snapshot"]
-        assert _bundle_complete(str(out))
-    else:
+    else:  # set aside as RUN.old-PID, whole; the error says where
         aside = [tmp_path / n for n in os.listdir(tmp_path) if n.startswith("run.old-")]
         assert len(aside) == 1 and snapshot(aside[0]) == previous["snapshot"]
         with pytest.raises(Exception, match="run.old-"):
-            Predictor(out)  # the error says where it is
-        os.replace(aside[0], out)
-        # The next run completes over whatever the killed one left.
-        assert main(["train", previous["data"], "--out", str(out), "--image-size", str(SIZE), "--overwrite",
-                     *CLI_FAST]) == 0
-        assert _bundle_complete(str(out))
+            Predictor(out)
+
+    assert main(["train", previous["data"], "--out", str(out), "--image-size", str(SIZE), "--overwrite",
+                 *CLI_FAST]) == 0
+    assert _bundle_complete(str(out))
+    assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
 # --------------------------------------------------------------------------- full disk
@@ -267,9 +276,9 @@ def test_full_disk_while_writing_a_bundle(tmp_path, monkeypatch, capsys, previou
     monkeypatch.setattr(onnx, "save_model", onnx.save)
     code = main(["train", previous["data"], "--out", str(out), "--image-size", str(SIZE), "--overwrite", *CLI_FAST])
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == 2
     line = error_line(err)
-    assert "No space left" in line or "disk is full" in line
+    assert line.startswith("edgetl: error: ") and "disk is full" in line
     assert snapshot(out) == previous["snapshot"]  # the previous bundle, untouched
     assert sorted(os.listdir(tmp_path)) == ["run"]  # no half bundle beside it
 

@@ -16,7 +16,8 @@ from PIL import Image
 from edgetl.cli import main
 from edgetl.errors import DataError
 from edgetl.runtime import Predictor
-from edgetl.search import (Budget, Candidate, ScoreCache, choose, make_scorer, parse_count, search_sizes)
+from edgetl.search import (Budget, Candidate, ScoreCache, choose, make_scorer, parse_count, search_sizes,
+                           with_native_size)
 from edgetl.training import train
 
 SIZES = [64, 32]
@@ -45,6 +46,16 @@ def test_sizes_halve_and_cost_at_most_four_thirds():
         assert len(sizes) >= 4 and sizes[-1] == 32
         # Compute grows with the pixel count: the whole ladder vs its largest size.
         assert sum(s * s for s in sizes) / sizes[0] ** 2 <= 4 / 3
+
+
+def test_native_size_joins_the_ladder_when_cheap_and_new():
+    ladder = search_sizes(224)
+    assert with_native_size(ladder, 80) == [224, 112, 80, 56, 32]
+    assert with_native_size(ladder, 28) == ladder  # below the smallest: upsampling is the ladder's job
+    assert with_native_size(ladder, 1000) == ladder  # above the default: never cheaper
+    assert with_native_size(ladder, 60) == ladder  # within 20 % of 56
+    assert with_native_size(ladder, 160) == ladder  # would cost more than 1.5x the largest size
+    assert sum(s * s for s in with_native_size(ladder, 80)) <= 1.5 * 224**2
 
 
 def test_parse_count():

@@ -229,7 +229,8 @@ def train(
     from .export.fuse import feature_model
     from .report import classification_metrics
     from .runtime.predictor import Predictor
-    from .search import Budget, Search, holdout_and_refit, parse_count, search_sizes, single_thread
+    from .search import (Budget, Search, holdout_and_refit, native_side, parse_count, search_sizes, single_thread,
+                         with_native_size)
     from .search.plot import plot_candidates
     from .zoo import get_spec
 
@@ -265,7 +266,9 @@ def train(
     elif image_sizes:
         sizes = sorted({int(s) for s in image_sizes}, reverse=True)
     else:
-        sizes = search_sizes(default_size) if searching else [default_size]
+        # Halving from the default size, plus the images' own resolution when it falls inside.
+        sizes = with_native_size(search_sizes(default_size), native_side(folder.paths)) if searching \
+            else [default_size]
     timings["scan_s"] = time.perf_counter() - t0
 
     # Costs of every candidate before any image is read; the naive

@@ -63,6 +63,37 @@ def search_sizes(default_size: int, min_size: int = MIN_SEARCH_SIZE) -> list[int
     return sorted(set(sizes), reverse=True)
 
 
+def with_native_size(sizes: list[int], native: int | None, max_cost: float = 1.5, near: float = 0.2) -> list[int]:
+    """``sizes`` plus the images' own resolution (rounded down to a multiple
+    of 8) when it lies inside the ladder, is not within ``near`` of a size
+    already there, and the ladder's cost stays within ``max_cost`` times its
+    largest size: a 72-px icon set is also tried at 72 px."""
+    if not native or not sizes:
+        return sizes
+    size = native // 8 * 8
+    if not sizes[-1] < size < sizes[0] or any(abs(size - s) <= near * s for s in sizes):
+        return sizes
+    if sum(s * s for s in sizes + [size]) > max_cost * sizes[0] ** 2:
+        return sizes
+    return sorted(sizes + [size], reverse=True)
+
+
+def native_side(paths: list[str], sample: int = 200, seed: int = 0) -> int | None:
+    """Median shorter side of up to ``sample`` images (headers only)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    chosen = [paths[i] for i in rng.permutation(len(paths))[:sample]]
+    sides = []
+    for path in chosen:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except Exception:  # unreadable files are reported by the extraction
+            continue
+    return int(np.median(sides)) if sides else None
+
+
 def parse_count(text: str | float | int | None) -> float | None:
     """'40M', '0.5G', '2.5e7', 1e6 -> a number; None stays None."""
     if text is None:

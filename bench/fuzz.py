@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -81,7 +82,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="time per target")
     parser.add_argument("--target", choices=TARGETS, action="append", help="default: all")
     parser.add_argument("--round", type=int, default=300, help="examples per Hypothesis round")
-    parser.add_argument("--out", default=os.path.join(HERE, "fuzz-out"), help="where crashing inputs are kept")
+    parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "edgetl-fuzz"),
+                        help="where each target's last input is kept (the crashing one after a crash)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)

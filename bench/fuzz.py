@@ -7,8 +7,8 @@ The targets and their property are tests/test_fuzz.py's (CI runs them for a
 few seconds, derandomized); here they run with fresh randomness in rounds of
 ``--round`` examples until the time is up. Each target runs in its own child
 process, which writes every input to ``--out/<target>.last`` before trying
-it: if the child dies (a segfault in a decoder or in ONNX Runtime), that file
-is the crashing input. A property failure is shrunk by Hypothesis and printed;
+it: if the child dies (a segfault in a decoder or in ONNX Runtime) or hangs
+(killed after twice its time + 5 minutes), that file is the culprit. A property failure is shrunk by Hypothesis and printed;
 the run ends non-zero if anything was found. Prints one JSON line per target:
 examples tried, seconds, failures."""
 
@@ -91,8 +91,15 @@ def main() -> int:
         return _child(args.child, args.seconds, args.round, args.out)
     found = 0
     for target in args.target or TARGETS:
-        proc = subprocess.run([sys.executable, __file__, "--child", target, "--seconds", str(args.seconds),
-                               "--round", str(args.round), "--out", args.out], capture_output=True, text=True)
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--child", target, "--seconds", str(args.seconds),
+                                   "--round", str(args.round), "--out", args.out], capture_output=True, text=True,
+                                  timeout=2 * args.seconds + 300)
+        except subprocess.TimeoutExpired:  # one input never finished: a hang
+            found += 1
+            print(json.dumps({"target": target, "hang": True, "input": os.path.join(args.out, f"{target}.last")}),
+                  flush=True)
+            continue
         if proc.returncode < 0:  # killed by a signal: a real crash of a native decoder
             found += 1
             print(json.dumps({"target": target, "crash": f"signal {-proc.returncode}",

@@ -201,3 +201,20 @@ def test_metrics_helpers_still_work():
     m = classification_metrics([0, 1, 1, 2], [0, 1, 2, 2], ["a", "b", "c"])
     assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
     assert "accuracy 0.7500 on 4 images" in format_report(m)
+
+
+def test_report_tolerates_partial_optional_fields(full_run, tmp_path):
+    src, metrics = full_run
+    run = str(tmp_path / "run")
+    shutil.copytree(src, run)
+    m = dict(metrics)
+    m["chosen"] = {"tap": "block4", "head": None, "macs": None, "latency_ms": None}
+    m["search"] = {"candidates": [{"tap": "block4", "macs": None, "val_accuracy": None}, "not a dict"]}
+    m["baselines"] = {"raw_pixels": {"val_accuracy": None}, "final_layer": "?"}
+    m["val_predictions"] = [{"path": None}, {"path": metrics["val_predictions"][1]["path"], "label": "ring",
+                                             "predicted": "ring", "probability": None}]
+    with open(os.path.join(run, "metrics.json"), "w") as fh:
+        json.dump(m, fh)
+    page = open(write_report(run), encoding="utf-8").read()
+    assert page.count('class="thumb"') == 1 and "Search (1 candidates)" in page
+    assert "## Backbone and why" in open(write_model_card(run), encoding="utf-8").read()

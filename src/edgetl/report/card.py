@@ -30,7 +30,7 @@ def render_model_card(run_dir: str) -> str:
     name = run_name(run_dir)
     counts = m.get("counts") or {}
     spec = m.get("input_spec") or {}
-    chosen = m.get("chosen") or {}
+    chosen = m.get("chosen") if isinstance(m.get("chosen"), dict) else {}
     figs = model_figures(run_dir, m)
     backbone = m.get("backbone", "?")
     size = spec.get("image_size", "?")
@@ -62,14 +62,14 @@ def render_model_card(run_dir: str) -> str:
         f"{spec.get('std')} (pixel units).\n")
 
     add("## Backbone and why\n")
-    search = m.get("search") or {}
-    cands = search.get("candidates") or []
+    search = m.get("search") if isinstance(m.get("search"), dict) else {}
+    cands = [c for c in search.get("candidates") or [] if isinstance(c, dict)]
     if chosen and cands:
         fits = [c for c in cands if c.get("fits_budget", True)]
         add(f"`{backbone}` tapped at `{chosen.get('tap')}` with a `{chosen.get('head')}` head at "
             f"{chosen.get('image_size')} px was chosen by a search over {len(cands)} candidates (tap layer × input "
             f"size × head): the most accurate on validation of the {len(fits)} that fit the device budget "
-            f"({_pct(chosen.get('val_accuracy'))}, {chosen.get('macs', 0) / 1e6:.1f} M MACs). See the search table "
+            f"({_pct(chosen.get('val_accuracy'))}, {(chosen.get('macs') or 0) / 1e6:.1f} M MACs). See the search table "
             f"and the accuracy-vs-MACs plot in the report.\n")
     else:
         add(f"`{backbone}` at {size} px{_describe(backbone)}: the default backbone, chosen for phones (small, fast, "
@@ -106,7 +106,7 @@ def render_model_card(run_dir: str) -> str:
         add("")
 
     add("## Baselines\n")
-    base = m.get("baselines") or {}
+    base = m.get("baselines") if isinstance(m.get("baselines"), dict) else {}
     rows = [(k.replace("_", " "), v.get("val_accuracy")) for k, v in base.items()
             if isinstance(v, dict) and v.get("val_accuracy") is not None]
     if rows:

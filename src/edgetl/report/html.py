@@ -195,7 +195,7 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
     title = f"edgetl run: {run_name(run_dir)}"
     figs = model_figures(run_dir, metrics)
     counts = metrics.get("counts", {})
-    chosen = metrics.get("chosen") or {}
+    chosen = metrics.get("chosen") if isinstance(metrics.get("chosen"), dict) else {}
     acc = metrics.get("val_accuracy")
 
     cards = [("validation accuracy", _fmt(acc, ".1%")),
@@ -262,14 +262,14 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
             parts.append(f"<p>The head kept is the one from epoch {best} (early stopping on validation loss).</p>")
         parts.append(_img(_save(plot_history(history), plots_dir, "training_curve.png"), "training curve"))
 
-    baselines = metrics.get("baselines") or {}
+    baselines = metrics.get("baselines") if isinstance(metrics.get("baselines"), dict) else {}
     rows = [[html.escape(name.replace("_", " ")), _fmt(b.get("val_accuracy"), ".1%")]
             for name, b in baselines.items() if isinstance(b, dict) and b.get("val_accuracy") is not None]
     if rows:
         rows.append(["this model", _fmt(acc, ".1%")])
         parts.append("<h2>Baselines</h2>" + _table(["model", "validation accuracy"], rows))
 
-    search = metrics.get("search") or {}
+    search = metrics.get("search") if isinstance(metrics.get("search"), dict) else {}
     candidates = [c for c in search.get("candidates") or [] if isinstance(c, dict)]
     if candidates:
         parts.append(f"<h2>Search ({len(candidates)} candidates)</h2>")
@@ -295,7 +295,8 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
         parts.append('<div class="row">' + _table(keys, rows))
         with_macs = [c for c in candidates if c.get("macs") and c.get("val_accuracy") is not None]
         if with_macs:
-            parts.append(_img(_save(plot_search(with_macs, chosen, baselines.get("final_layer")), plots_dir, "accuracy_vs_macs.png"),
+            parts.append(_img(_save(plot_search(with_macs, chosen, baselines.get("final_layer") if isinstance(
+                baselines.get("final_layer"), dict) else None), plots_dir, "accuracy_vs_macs.png"),
                               "accuracy vs MACs"))
         parts.append("</div>")
 
@@ -309,7 +310,7 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
         ok = r.get("predicted") == r.get("label")
         items.append(f'<figure class="{"ok" if ok else "bad"}">{_img(data, os.path.basename(r["path"]), "thumb")}'
                      f'<figcaption>true <b>{html.escape(str(r.get("label")))}</b><br>predicted '
-                     f'<b>{html.escape(str(r.get("predicted")))}</b> ({float(r.get("probability", 0)):.0%})'
+                     f'<b>{html.escape(str(r.get("predicted")))}</b> ({float(r.get("probability") or 0):.0%})'
                      f'<br><span class="muted">{html.escape(os.path.basename(r["path"]))}</span></figcaption></figure>')
     if items:
         parts.append('<p>Misclassified first (red border, most confident first), then the least confident '

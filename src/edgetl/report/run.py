@@ -103,7 +103,7 @@ def measure_latency_ms(onnx_path: str, runs: int = 20) -> float | None:
 def model_figures(run_dir: str, metrics: dict) -> dict:
     """Size (MB), MACs and latency (ms) for fp32 and int8, from the metrics
     where they are, measured here where they are not."""
-    chosen = metrics.get("chosen") or {}
+    chosen = metrics.get("chosen") if isinstance(metrics.get("chosen"), dict) else {}
     sizes = metrics.get("model_mb") or {}
     out = {}
     for key, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
@@ -130,9 +130,10 @@ def worst_predictions(metrics: dict, limit: int = 12) -> list[dict]:
     """The validation images the model got most wrong: misclassified first
     (most confident first), then the least confident correct ones; images
     that no longer exist are skipped."""
-    rows = [r for r in metrics.get("val_predictions") or [] if os.path.isfile(str(r.get("path", "")))]
+    rows = [r for r in metrics.get("val_predictions") or []
+            if isinstance(r, dict) and os.path.isfile(str(r.get("path") or ""))]
     wrong = sorted((r for r in rows if r.get("predicted") != r.get("label")),
-                   key=lambda r: -float(r.get("probability", 0)))
+                   key=lambda r: -float(r.get("probability") or 0))
     right = sorted((r for r in rows if r.get("predicted") == r.get("label")),
-                   key=lambda r: float(r.get("probability", 0)))
+                   key=lambda r: float(r.get("probability") or 0))
     return (wrong + right)[:limit]

@@ -319,10 +319,13 @@ def test_no_command_prints_help_and_returns_2(capsys):
 
 
 def test_argparse_errors_exit_2(capsys):
+    assert main(["train", "photos"]) == 2  # --out is required (on the command line or in --config)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0]
     with pytest.raises(SystemExit) as exc:
-        main(["train", "photos"])  # --out is required
+        main(["train", "photos", "--out", "run", "--epochs", "many"])
     assert exc.value.code == 2
-    assert "--out" in capsys.readouterr().err
+    assert "--epochs" in capsys.readouterr().err
 
 
 def test_console_script_one_line_no_traceback(tmp_path):

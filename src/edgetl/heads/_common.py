@@ -45,11 +45,15 @@ def default_batch_size(n: int, batch_size: int | None = None) -> int:
 def standardize_(Xt):
     """Standardise the rows of the float tensor ``Xt`` in place; returns (mean, std).
 
-    A constant feature (std 0) must not blow up: std has a 1e-6 relative floor."""
+    std has a floor of a tenth of the median std: a feature (almost)
+    constant on the training images carries nothing to learn from, but
+    divided by its own tiny std it would turn a new image that does
+    activate it (on the device: a new class from another domain) into
+    values of 10^6 and the head's loss with them."""
     import torch
 
     std, mean = torch.std_mean(Xt, dim=0, correction=0)
-    std.clamp_(min=1e-6 * max(float(std.mean()), 1e-12))
+    std.clamp_(min=max(0.1 * float(std.median()), 1e-12))
     Xt.sub_(mean).div_(std)
     return mean, std
 

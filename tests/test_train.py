@@ -32,9 +32,9 @@ def trained(tmp_path_factory):
 
 def test_bundle_contents(trained):
     data, run, result = trained
-    assert sorted(os.listdir(run)) == ["config.toml", "features.int8.onnx", "features.onnx", "head.safetensors",
-                                       "labels.txt", "metrics.json", "model.int8.onnx", "model.onnx", "search.png",
-                                       "train_step.onnx"]
+    assert sorted(os.listdir(run)) == ["README.md", "config.toml", "features.int8.onnx", "features.onnx",
+                                       "head.safetensors", "labels.txt", "metrics.json", "model.int8.onnx",
+                                       "model.onnx", "plots", "report.html", "search.png", "train_step.onnx"]
     assert open(os.path.join(run, "labels.txt")).read().split() == ["bars", "checker", "disc"]
     for name in ("model.onnx", "model.int8.onnx"):
         model = onnx.load(os.path.join(run, name))

@@ -227,7 +227,7 @@ def train(
     settings = {k: v for k, v in locals().items() if k not in ("data_dir", "out_dir", "cache_dir", "progress")}
     from .baselines import raw_pixel_baseline
     from .export.fuse import feature_model
-    from .report import classification_metrics
+    from .report import classification_metrics, write_model_card, write_report
     from .runtime.predictor import Predictor
     from .search import (Budget, Search, holdout_and_refit, native_side, parse_count, search_sizes, single_thread,
                          with_native_size)
@@ -438,6 +438,11 @@ def train(
         }
         _atomic_write_text(os.path.join(tmp_dir, METRICS), json.dumps(metrics, indent=2) + "\n")
         _atomic_write_text(os.path.join(tmp_dir, CONFIG), config_toml(settings, data_dir, out_dir))
+        t = time.perf_counter()
+        write_report(tmp_dir)  # report.html + plots/*.png
+        write_model_card(tmp_dir)  # README.md
+        log.info("wrote the run report (report.html) and the model card (README.md) in %.1f s",
+                 time.perf_counter() - t)
         _publish(tmp_dir, out_dir)
     except OSError as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)

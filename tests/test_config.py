@@ -21,10 +21,10 @@ def shapes(tmp_path):
 def test_config_file_runs_and_is_saved_resolved(shapes, tmp_path, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text(f'data_dir = "{shapes}"\nout = "{tmp_path / "run"}"\nimage-size = 32\n'
-                   'heads = "softmax,ncm"\nseed = 3\nepochs = 20\n')
+                   'heads = "ncm"\nseed = 3\nepochs = 20\n')
     assert main(["train", "--config", str(cfg)]) == 0
     saved = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["train"]
-    assert saved["image_size"] == 32 and saved["heads"] == ["softmax", "ncm"] and saved["seed"] == 3
+    assert saved["image_size"] == 32 and saved["heads"] == ["ncm"] and saved["seed"] == 3
     assert saved["epochs"] == 20 and saved["backbone"] == "efficientnet_lite0" and saved["search"] == "on"
     first = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert first["config"]["seed"] == 3 and first["input_spec"]["image_size"] == 32

@@ -61,7 +61,7 @@ def test_train_uses_one_channel_for_gray_folders(tmp_path):
         os.makedirs(gray_dir / cls)
         for f in os.listdir(os.path.join(data, cls)):
             Image.open(os.path.join(data, cls, f)).convert("L").save(gray_dir / cls / f)
-    result = edgetl.train(gray_dir, tmp_path / "run", image_size=64)
+    result = edgetl.train(gray_dir, tmp_path / "run", image_size=64, search="off")  # the search has its own tests
     assert result.metrics["input_spec"]["channels"] == "L"
     model = onnx.load(tmp_path / "run" / "model.onnx")
     assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 1
@@ -71,6 +71,6 @@ def test_train_uses_one_channel_for_gray_folders(tmp_path):
     colour = os.path.join(data, "disc", "000.png")
     assert pred.preprocess([colour]).shape == (1, 1, 64, 64)
     assert pred.predict([colour])[0].label in {"bars", "checker", "disc"}
-    colour_run = edgetl.train(data, tmp_path / "run-rgb", image_size=64)
+    colour_run = edgetl.train(data, tmp_path / "run-rgb", image_size=64, search="off")
     assert colour_run.metrics["input_spec"]["channels"] == "RGB"
     assert json.load(open(tmp_path / "run" / "metrics.json"))["input_spec"]["mean"] == [127.0]

@@ -122,11 +122,11 @@ def test_killed_extraction_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(extract.FeatureExtractor, "run_batch", dying)
     monkeypatch.setattr(extract.FeatureCache, "__init__", _small_flush(extract.FeatureCache.__init__))
     with pytest.raises(KeyboardInterrupt):
-        train(data, tmp_path / "run", image_size=SIZE)
+        train(data, tmp_path / "run", image_size=SIZE, search="off")
     assert not (tmp_path / "run").exists()
     assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
     monkeypatch.setattr(extract.FeatureExtractor, "run_batch", real)
-    result = train(data, tmp_path / "run", image_size=SIZE)
+    result = train(data, tmp_path / "run", image_size=SIZE, search="off")
     assert result.metrics["features"]["from_cache"] == 32  # the one batch that finished
     assert result.metrics["features"]["extracted"] == 36 - 32
 
@@ -171,11 +171,12 @@ def test_imagenet_cli(tmp_path, capsys):
 def test_overwrite_replaces_only_when_complete(trained, tmp_path):
     data, run, result = trained
     out = tmp_path / "run"
-    train(data, out, image_size=SIZE)
+    train(data, out, image_size=SIZE, search="off")
     stamp = os.path.getmtime(out / "metrics.json")
     assert main(["train", data, "--out", str(out), "--image-size", str(SIZE)]) == 2  # exists, no --overwrite
     assert os.path.getmtime(out / "metrics.json") == stamp
-    assert main(["train", data, "--out", str(out), "--image-size", str(SIZE), "--overwrite", "--epochs", "3"]) == 0
+    assert main(["train", data, "--out", str(out), "--image-size", str(SIZE), "--overwrite", "--epochs", "3",
+                 "--search", "off"]) == 0
     assert json.load(open(out / "metrics.json"))["config"]["epochs"] == 3
 
 

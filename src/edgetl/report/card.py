@@ -175,7 +175,7 @@ def write_model_card(run_dir) -> str:
     text = render_model_card(run_dir)
     path = os.path.join(run_dir, CARD)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:  # non-UTF-8 file names
         fh.write(text)
     os.replace(tmp, path)
     return path

@@ -334,7 +334,7 @@ def write_report(run_dir) -> str:
     page = render_report(run_dir)
     path = os.path.join(run_dir, REPORT)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:  # non-UTF-8 file names
         fh.write(page)
     os.replace(tmp, path)
     return path

@@ -49,15 +49,6 @@ from bench_foundation import (FASHION_CLASSES, _proc_stat, git_state, load_datas
 BACKBONE = "efficientnet_lite0"
 
 
-def labeled(folder: str, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    paths, y = [], []
-    for i, cls in enumerate(classes):
-        names = sorted(os.listdir(os.path.join(folder, cls)))
-        paths += [os.path.join(folder, cls, n) for n in names]
-        y += [i] * len(names)
-    return paths, np.asarray(y)
-
-
 def per_class(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     rows = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n] for c in np.unique(y)])
@@ -65,6 +56,7 @@ def per_class(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> tuple[np.n
 
 
 def run_case(name: str, train_dir: str, test_dir: str, tmp: str, cache_dir: str, **kwargs) -> dict:
+    from edgetl.demo import labeled_paths
     from edgetl.runtime import Predictor
     from edgetl.search import search_summary
     from edgetl.training import train
@@ -78,7 +70,7 @@ def run_case(name: str, train_dir: str, test_dir: str, tmp: str, cache_dir: str,
     m = result.metrics
     for line in search_summary(m, result.searcher, limit=8):
         print(line)
-    test_paths, y_test = labeled(test_dir, m["labels"])
+    test_paths, y_test = labeled_paths(test_dir, m["labels"])
     chosen_pred = Predictor(result.run_dir).predict_proba(test_paths).argmax(axis=1)
     test = {
         "chosen": float((chosen_pred == y_test).mean()),

@@ -55,7 +55,8 @@ def split_folder(src: str, dst: str, test_fraction: float = 0.5, seed: int = 0) 
     return train_dir, test_dir
 
 
-def _labeled(folder: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
+def labeled_paths(folder: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """Every image of ``folder/<label>/`` in label order, with its label index."""
     paths, y = [], []
     for i, cls in enumerate(labels):
         names = sorted(os.listdir(os.path.join(folder, cls)))
@@ -89,7 +90,7 @@ def run_demo(out_dir: str = "edgetl-demo-run", cache_dir: str | None = None, pro
         for line in search_summary(m, result.searcher, limit=10):
             echo(line)
 
-        test_paths, y_test = _labeled(test_dir, m["labels"])
+        test_paths, y_test = labeled_paths(test_dir, m["labels"])
         test = {}
         for name, int8 in (("fp32", False), ("int8", True)):
             pred = Predictor(out_dir, int8=int8).predict_proba(test_paths).argmax(axis=1)

@@ -64,6 +64,13 @@ def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
 
 def _prepare(paths: list[str], spec: InputSpec):
     """Decode + preprocess one batch in a worker: (batch, ok_positions, errors)."""
+    batches, ok, errors = _prepare_many(paths, [spec])
+    return batches[0], ok, errors
+
+
+def _prepare_many(paths: list[str], specs: list[InputSpec]):
+    """Decode a batch once in a worker, preprocess it for every spec:
+    (one batch per spec, ok_positions, errors)."""
     images, ok, errors = [], [], []
     for pos, path in enumerate(paths):
         try:
@@ -75,8 +82,8 @@ def _prepare(paths: list[str], spec: InputSpec):
             errors.append((pos, str(exc).split(": ", 1)[-1]))
         except OSError as exc:
             errors.append((pos, f"cannot read ({exc.strerror})"))
-    batch = spec.batch(images) if images else None
-    return batch, ok, errors
+    batches = [spec.batch(images) if images else None for spec in specs]
+    return batches, ok, errors
 
 
 class FeatureExtractor:

@@ -16,28 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.image import decode_image
-from ..errors import DataError
-from .extract import Extraction, FeatureExtractor, _read_and_hash, show_progress
+from .extract import Extraction, FeatureExtractor, _prepare_many, _read_and_hash, show_progress
 
 log = logging.getLogger(__name__)
-
-
-def _prepare_many(paths: list[str], specs: list) -> tuple[list, list[int], list[tuple[int, str]]]:
-    """Decode a chunk once; one preprocessed batch per spec."""
-    images, ok, errors = [], [], []
-    for pos, path in enumerate(paths):
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            images.append(decode_image(data, path, "native"))
-            ok.append(pos)
-        except DataError as exc:
-            errors.append((pos, str(exc).split(": ", 1)[-1]))
-        except OSError as exc:
-            errors.append((pos, f"cannot read ({exc.strerror})"))
-    batches = [spec.batch(images) if images else None for spec in specs]
-    return batches, ok, errors
 
 
 def extract_many(graphs: list, paths: list[str], cache_dir: str | None = None, batch_size: int = 32,

@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -37,7 +35,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..export.backbone_onnx import FINAL_TAP
-from .costs import TapCost, head_cost, tap_costs
+from .costs import JsonCache, TapCost, head_cost, tap_costs
 
 log = logging.getLogger(__name__)
 
@@ -287,22 +285,14 @@ def no_fit_message(candidates: list[Candidate], budget: Budget) -> str:
             f"(--max-macs / --max-model-mb / --max-latency-ms)")
 
 
-class ScoreCache:
-    """Selection scores already computed: ``{context|features digest|tap|head: accuracy}``
-    in one JSON file (replaced atomically), so trying a candidate again costs nothing."""
+class ScoreCache(JsonCache):
+    """Selection scores already computed: ``{context|features digest|tap|head: accuracy}``,
+    so trying a candidate again costs nothing."""
 
     VERSION = 1
 
     def __init__(self, cache_dir: str | None = None):
-        from ..export.backbone_onnx import default_cache_dir
-
-        self.path = os.path.join(cache_dir or default_cache_dir(), "search-scores.json")
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                self.data = json.load(fh)
-        except (OSError, ValueError):
-            self.data = {}
-        self._size = len(self.data)
+        super().__init__("search-scores.json", cache_dir)
 
     def context(self, y, train_idx, val_idx, protocol, seed, head_params) -> str:
         h = hashlib.sha256()
@@ -310,15 +300,6 @@ class ScoreCache:
             h.update(np.ascontiguousarray(arr, np.int64).tobytes())
         h.update(json.dumps([self.VERSION, protocol, seed, head_params], sort_keys=True, default=str).encode())
         return h.hexdigest()[:24]
-
-    def save(self) -> None:
-        if len(self.data) == self._size:
-            return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".search-scores.", suffix=".tmp", dir=os.path.dirname(self.path))
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh)
-        os.replace(tmp, self.path)
 
 
 @dataclass

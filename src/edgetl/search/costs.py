@@ -51,26 +51,39 @@ def _machine_id() -> str:
     return f"{platform.machine()}-{platform.processor() or 'cpu'}-{os.cpu_count()}"
 
 
-class LatencyCache:
-    """``{model sha256 + machine + threads: ms}`` in one JSON file, replaced atomically."""
+class JsonCache:
+    """A dict kept in one JSON file under the cache folder, replaced
+    atomically on :meth:`save` (and only when something was added)."""
 
-    def __init__(self, cache_dir: str | None = None):
-        self.path = os.path.join(cache_dir or default_cache_dir(), "latency.json")
+    def __init__(self, name: str, cache_dir: str | None = None):
+        self.path = os.path.join(cache_dir or default_cache_dir(), name)
         try:
             with open(self.path, encoding="utf-8") as fh:
                 self.data = json.load(fh)
         except (OSError, ValueError):
             self.data = {}
+        self._size = len(self.data)
+
+    def save(self) -> None:
+        if len(self.data) == self._size:
+            return
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".cache.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.data, fh)
+        os.replace(tmp, self.path)
+        self._size = len(self.data)
+
+
+class LatencyCache(JsonCache):
+    """``{model sha256 + machine + threads: ms}``."""
+
+    def __init__(self, cache_dir: str | None = None):
+        super().__init__("latency.json", cache_dir)
 
     def key(self, model_bytes: bytes) -> str:
         return f"{hashlib.sha256(model_bytes).hexdigest()[:24]}-{_machine_id()}-t{LATENCY_THREADS}"
-
-    def save(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".latency.", suffix=".tmp", dir=os.path.dirname(self.path))
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
 
 
 def measure_latency_ms(model_path: str, input_shape: tuple[int, ...], runs: int = LATENCY_RUNS) -> float:

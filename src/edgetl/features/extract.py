@@ -62,12 +62,6 @@ def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
     return hashlib.sha256(data).digest(), None
 
 
-def _prepare(paths: list[str], spec: InputSpec):
-    """Decode + preprocess one batch in a worker: (batch, ok_positions, errors)."""
-    batches, ok, errors = _prepare_many(paths, [spec])
-    return batches[0], ok, errors
-
-
 def _prepare_many(paths: list[str], specs: list[InputSpec]):
     """Decode a batch once in a worker, preprocess it for every spec:
     (one batch per spec, ok_positions, errors)."""
@@ -113,50 +107,71 @@ class FeatureExtractor:
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def extract(self, paths: list[str], progress: bool | None = None, desc: str = "features") -> Extraction:
-        spec = self.graph.input_spec
-        skipped: list[dict] = []
-        keys: list[bytes | None] = [None] * len(paths)
-        with ThreadPoolExecutor(self.num_workers) as pool:
-            for i, (key, err) in enumerate(pool.map(_read_and_hash, paths, chunksize=64)):
-                keys[i] = key
-                if err:
-                    skipped.append({"path": paths[i], "reason": err})
-            # Identical images share a key: extract each distinct one once.
-            todo: dict[bytes, int] = {}
-            for i, key in enumerate(keys):
-                if key is not None and key not in self.cache and key not in todo:
-                    todo[key] = i
-            misses = list(todo.values())
-            failed: dict[bytes, str] = {}
-            num_cached = sum(1 for k in keys if k is not None) - len(misses)
-            bar = tqdm(total=len(misses), desc=desc, unit="img", disable=not show_progress(progress), leave=False)
-            chunks = [misses[i : i + self.batch_size] for i in range(0, len(misses), self.batch_size)]
-            queue: deque = deque()
-            next_chunk = 0
-            # Keep a few batches decoding ahead of the one ONNX Runtime runs.
-            while next_chunk < len(chunks) or queue:
-                while next_chunk < len(chunks) and len(queue) < self.num_workers + 1:
-                    chunk = chunks[next_chunk]
-                    queue.append((chunk, pool.submit(_prepare, [paths[i] for i in chunk], spec)))
-                    next_chunk += 1
-                chunk, future = queue.popleft()
-                batch, ok, errors = future.result()
-                for pos, reason in errors:
-                    failed[keys[chunk[pos]]] = reason
-                if batch is not None:
-                    feats = self.run_batch(batch)
-                    self.cache.put([keys[chunk[pos]] for pos in ok], feats)
-                bar.update(len(chunk))
-            bar.close()
-            self.cache.flush()
+        return extract_all([self], paths, progress, desc)[0]
+
+
+def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: bool | None = None,
+                desc: str = "features") -> list[Extraction]:
+    """One :class:`Extraction` per extractor, for the same ``paths``: each
+    image is hashed, read and decoded once, then preprocessed and run for
+    every extractor whose cache lacks it. Decoding happens in worker threads
+    a few batches ahead of ONNX Runtime."""
+    first = extractors[0]
+    batch_size, num_workers = first.batch_size, first.num_workers
+    skipped: list[dict] = []
+    keys: list[bytes | None] = [None] * len(paths)
+    with ThreadPoolExecutor(num_workers) as pool:
+        for i, (key, err) in enumerate(pool.map(_read_and_hash, paths, chunksize=64)):
+            keys[i] = key
+            if err:
+                skipped.append({"path": paths[i], "reason": err})
+        # Identical images share a key: extract each distinct one once.
+        todo: dict[bytes, int] = {}
         for i, key in enumerate(keys):
-            if key in failed:  # every copy of a bad file, not only the one decoded
-                skipped.append({"path": paths[i], "reason": failed[key]})
-        for item in skipped:
-            log.warning("skipped %s: %s", item["path"], item["reason"])
-        ok = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in failed], np.int64)
-        features = self.cache.get([keys[i] for i in ok]) if len(ok) else np.zeros((0, 0), np.float32)
-        # Failed decodes are retried next time; they are not 'extracted'.
-        slices = self.graph.tap_slices() if self.graph.taps else {FINAL_TAP: slice(0, features.shape[1])}
-        return Extraction(features, ok, skipped, num_extracted=len(misses) - len(set(failed)), num_cached=num_cached,
-                          tap_slices=slices)
+            if key is not None and key not in todo and any(key not in e.cache for e in extractors):
+                todo[key] = i
+        misses = list(todo.values())
+        failed: dict[bytes, str] = {}
+        bar = tqdm(total=len(misses), desc=desc, unit="img", disable=not show_progress(progress), leave=False)
+        chunks = [misses[i : i + batch_size] for i in range(0, len(misses), batch_size)]
+        specs = [e.graph.input_spec for e in extractors]
+        queue: deque = deque()
+        next_chunk = 0
+        while next_chunk < len(chunks) or queue:
+            while next_chunk < len(chunks) and len(queue) < num_workers + 1:
+                chunk = chunks[next_chunk]
+                queue.append((chunk, pool.submit(_prepare_many, [paths[i] for i in chunk], specs)))
+                next_chunk += 1
+            chunk, future = queue.popleft()
+            batches, ok, errors = future.result()
+            for pos, reason in errors:
+                failed[keys[chunk[pos]]] = reason
+            for extractor, batch in zip(extractors, batches):
+                if batch is None:
+                    continue
+                chunk_keys = [keys[chunk[pos]] for pos in ok]
+                need = [j for j, k in enumerate(chunk_keys) if k not in extractor.cache]
+                if need:
+                    feats = extractor.run_batch(batch[need] if len(need) < len(ok) else batch)
+                    extractor.cache.put([chunk_keys[j] for j in need], feats)
+            bar.update(len(chunk))
+        bar.close()
+        for extractor in extractors:
+            extractor.cache.flush()
+    for i, key in enumerate(keys):
+        if key in failed:  # every copy of a bad file, not only the one decoded
+            skipped.append({"path": paths[i], "reason": failed[key]})
+    for item in skipped:
+        log.warning("skipped %s: %s", item["path"], item["reason"])
+    ok_rows = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in failed], np.int64)
+    # Failed decodes are retried next time; they are not 'extracted'.
+    num_extracted = len(misses) - len(set(failed))
+    num_cached = int(sum(1 for k in keys if k is not None)) - len(misses)
+    out = []
+    for extractor in extractors:
+        feats = extractor.cache.get([keys[i] for i in ok_rows]) if len(ok_rows) else np.zeros((0, 0), np.float32)
+        graph = extractor.graph
+        slices = graph.tap_slices() if graph.taps else {FINAL_TAP: slice(0, feats.shape[1])}
+        out.append(Extraction(feats, ok_rows, list(skipped), num_extracted=num_extracted, num_cached=num_cached,
+                              tap_slices=slices))
+    return out

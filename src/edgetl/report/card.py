@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .run import load_run, model_figures, run_name
+from .run import load_run, model_figures, run_name, write_text_atomic
 
 CARD = "README.md"
 
@@ -50,7 +50,7 @@ def render_model_card(run_dir: str) -> str:
     add(f"- {counts.get('images_used', '?')} images used of {counts.get('images_found', '?')} found "
         f"({counts.get('skipped', 0)} skipped: unreadable or not images); {counts.get('train', '?')} to train, "
         f"{counts.get('val', '?')} to validate (stratified split, seed {(m.get('config') or {}).get('seed', '?')}).")
-    add(f"- Classes, in output order (`labels.txt`): " + ", ".join(
+    add("- Classes, in output order (`labels.txt`): " + ", ".join(
         f"`{c}` ({per[c]})" if c in per else f"`{c}`" for c in labels) + ".")
     if per:
         lo, hi = min(per.values()), max(per.values())
@@ -173,9 +173,4 @@ def write_model_card(run_dir) -> str:
     """Write RUN_DIR/README.md (temp + rename); return its path."""
     run_dir = os.fspath(run_dir)
     text = render_model_card(run_dir)
-    path = os.path.join(run_dir, CARD)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:  # non-UTF-8 file names
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(os.path.join(run_dir, CARD), text)

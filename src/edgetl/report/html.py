@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .run import load_run, model_figures, run_name, worst_predictions
+from .run import load_run, model_figures, run_name, worst_predictions, write_text_atomic
 
 PLOTS_DIR = "plots"
 REPORT = "report.html"
@@ -332,9 +332,4 @@ def write_report(run_dir) -> str:
     """Write RUN_DIR/report.html and RUN_DIR/plots/*.png; return the page's path."""
     run_dir = os.fspath(run_dir)
     page = render_report(run_dir)
-    path = os.path.join(run_dir, REPORT)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:  # non-UTF-8 file names
-        fh.write(page)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(os.path.join(run_dir, REPORT), page)

@@ -137,3 +137,13 @@ def worst_predictions(metrics: dict, limit: int = 12) -> list[dict]:
     right = sorted((r for r in rows if r.get("predicted") == r.get("label")),
                    key=lambda r: float(r.get("probability") or 0))
     return (wrong + right)[:limit]
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    """Write ``text`` to a temporary name beside ``path``, then rename it over
+    ``path``. Non-UTF-8 file names (surrogates) are written escaped."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path

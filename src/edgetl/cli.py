@@ -65,8 +65,9 @@ def cmd_imagenet(args) -> int:
 TRAIN_DEFAULTS = {
     "data_dir": None, "out": None, "backbone": "efficientnet_lite0", "weights": None, "image_size": None,
     "image_sizes": None, "crop_fraction": None, "search": "on", "tap": None, "heads": None, "max_latency_ms": None,
-    "max_macs": None, "max_model_mb": None, "val_split": 0.2, "epochs": 100, "learning_rate": 1e-3, "l2": 1e-4,
-    "patience": 10, "seed": 0, "grayscale": None, "overwrite": False,
+    "max_macs": None, "max_model_mb": None, "val_split": 0.2, "epochs": None, "learning_rate": 1e-3, "l2": 1e-4,
+    "patience": None, "seed": 0, "grayscale": None, "overwrite": False, "strategy": "head", "batch_size": None,
+    "max_memory_mb": None, "resume": False,
 }
 
 
@@ -120,14 +121,23 @@ def cmd_train(args) -> int:
     result = train(settings.pop("data_dir"), settings.pop("out"), cache_dir=args.cache_dir, **settings)
     m = result.metrics
     c = m["counts"]
+    st = m.get("strategy")
+    if st and st.get("name") != "head":
+        plan = st["plan"]
+        resumed = f", resumed after epoch {st['resumed_after_epoch']}" if st.get("resumed_after_epoch") else ""
+        print(f"strategy {st['name']}: {st['trainable_params']:,} of {st['total_params']:,} parameters trained at "
+              f"{m['input_spec']['image_size']} px, batch {st['batch_size']}, {st['epochs_run']} epochs (best "
+              f"{st['best_epoch']}){resumed}; planned peak {plan['estimated_mb']:.0f} MB above {st['idle_mb']:.0f} MB "
+              f"idle")
     print(f"trained on {c['train']} images, validated on {c['val']} ({len(m['labels'])} classes); "
           f"{m['features']['extracted']} extracted, {m['features']['from_cache']} from cache")
     if c["skipped"]:
         print(f"skipped {c['skipped']} files (listed in metrics.json):")
         for item in m["skipped"][:10]:
             print(f"  {item['path']}: {item['reason']}")
-    for line in search_summary(result.metrics, result.searcher):
-        print(line)
+    if result.searcher is not None:
+        for line in search_summary(result.metrics, result.searcher):
+            print(line)
     print(f"val accuracy {m['val_accuracy']:.1%}; exported models agree with the host on "
           f"{m['agreement_fp32']:.1%} (fp32) and {m['agreement_int8']:.1%} (int8) of {m['agreement_n']} val images")
     print(f"wrote {result.run_dir}: model.onnx {m['model_mb']['fp32']:.1f} MB, model.int8.onnx "
@@ -271,7 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-macs", default=None, help="budget: multiply-accumulates per image, e.g. 40M or 0.5G")
     p.add_argument("--max-model-mb", type=float, default=None, help="budget: fp32 model size in MB")
     p.add_argument("--val-split", type=float, default=None, help="default 0.2")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100); early stopping on the validation split")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default 100 for head, 15 otherwise); early stopping on the validation split")
+    p.add_argument("--strategy", default=None, metavar="NAME",
+                   help="what learns: head (default; frozen base, cached features), bias, last-K (e.g. last-2), full, "
+                        "scratch, auto; see 'edgetl plan'")
+    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default 32)")
+    p.add_argument("--max-memory-mb", type=float, default=None,
+                   help="peak training memory budget in MB (above Python + torch's own footprint): the batch size is "
+                        "lowered to fit, or the run refused before it starts")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue a fine-tuning run of RUN_DIR that was interrupted (same settings)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="replace RUN_DIR if it exists (only once the new run is complete)")

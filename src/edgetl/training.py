@@ -192,10 +192,10 @@ def train(
     image_size: int | None = None,
     crop_fraction: float | None = None,
     val_split: float = 0.2,
-    epochs: int = 100,
+    epochs: int | None = None,
     learning_rate: float = 1e-3,
     l2: float = 1e-4,
-    patience: int = 10,
+    patience: int | None = None,
     seed: int = 0,
     grayscale: bool | None = None,
     cache_dir: str | None = None,
@@ -208,6 +208,10 @@ def train(
     max_latency_ms: float | None = None,
     max_macs: float | str | None = None,
     max_model_mb: float | None = None,
+    strategy: str = "head",
+    batch_size: int | None = None,
+    max_memory_mb: float | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Transfer-learn a classifier for the images in ``data_dir`` and write
     the bundle to ``out_dir``. Returns the metrics (also in metrics.json).
@@ -222,9 +226,35 @@ def train(
     ``grayscale``: None decides from the images (one channel when all are
     grey), True/False forces it.
 
+    ``strategy``: ``head`` (the frozen base and the search above; epochs
+    default 100, patience 10), or ``bias``, ``last-K``, ``full``,
+    ``scratch``, ``auto`` (``edgetl.finetune``: at ``image_size`` or the
+    images' own scale, ``batch_size`` default 32, epochs 15, patience 3,
+    checkpointed every epoch, ``resume`` continues a killed run).
+    ``max_memory_mb``: the training's peak memory budget (above the idle
+    footprint of Python and torch); the batch size is lowered to fit it, or
+    the run refused before it starts.
+
     The resolved settings are saved as ``config.toml`` in the run folder;
     ``edgetl train --config RUN_DIR/config.toml`` repeats the run."""
     settings = {k: v for k, v in locals().items() if k not in ("data_dir", "out_dir", "cache_dir", "progress")}
+    from .finetune import parse_strategy
+
+    kind, _ = parse_strategy(strategy)
+    if kind != "head":
+        from .finetune.run import train_finetuned
+
+        return train_finetuned(os.fspath(data_dir), os.fspath(out_dir), dict(settings, cache_dir=cache_dir),
+                               progress=progress)
+    if resume:
+        raise DataError("--resume continues a fine-tuning run (--strategy bias, last-K, full, scratch); the head "
+                        "strategy caches its features and restarts quickly without it")
+    epochs = 100 if epochs is None else epochs
+    patience = 10 if patience is None else patience
+    settings.update(epochs=epochs, patience=patience)
+    for unused in ("strategy", "batch_size", "max_memory_mb", "resume"):
+        if settings[unused] in (None, False, "head"):
+            settings.pop(unused)
     from .baselines import raw_pixel_baseline
     from .export.fuse import feature_model
     from .report import classification_metrics, write_model_card, write_report
@@ -270,6 +300,11 @@ def train(
         sizes = with_native_size(search_sizes(default_size), native_side(folder.paths)) if searching \
             else [default_size]
     timings["scan_s"] = time.perf_counter() - t0
+    if max_memory_mb is not None:  # refused here, before any work, when even the frozen base does not fit
+        from .finetune.run import choose
+
+        choose(backbone, "head", len(folder.paths), len(folder.classes), base_spec.replace(image_size=max(sizes)),
+               32, max_memory_mb, val_split)
 
     # Costs of every candidate before any image is read; the naive
     # baseline's graph (final layer, default size) joins the same extraction.

@@ -154,8 +154,6 @@ def export_backbone(
         outputs = [o.name for o in onnx.load(path, load_external_data=False).graph.output]
         return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
 
-    import torch
-
     from ..zoo import create_backbone
 
     model = create_backbone(backbone, weights=weights)
@@ -165,17 +163,27 @@ def export_backbone(
         fold_to_grayscale(model, spec.stem_conv, spec.input_spec, input_spec)
     wrapper = _Exportable.build(model, taps=bool(tap_names))
     has_logits = bool(model.num_classes) and not tap_names
-    example = torch.zeros(2, input_spec.num_channels, input_spec.image_size, input_spec.image_size)
     if tap_names:
         if wrapper.names != tap_names:
             raise RuntimeError(f"{backbone}: taps {wrapper.names} differ from the declared {tap_names}")
         outputs = [tap_output_name(t) for t in tap_names]
     else:
         outputs = [FEATURES_NAME, LOGITS_NAME] if has_logits else [FEATURES_NAME]
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
-    os.close(fd)
     log.info("exporting %s%s at %d px to ONNX (once; cached in %s)", backbone, " with taps" if tap_names else "",
              input_spec.image_size, folder)
+    export_module(wrapper, input_spec, path, outputs)
+    return BackboneGraph(backbone, weights_id, input_spec, path, has_logits, tap_names)
+
+
+def export_module(module, input_spec: InputSpec, path: str, outputs: list[str]) -> str:
+    """Export ``module`` (image batch -> a tuple of ``outputs``) to ONNX at
+    ``path`` (written under a temporary name, then renamed), batch dynamic."""
+    import torch
+
+    folder = os.path.dirname(os.path.abspath(path))
+    example = torch.zeros(2, input_spec.num_channels, input_spec.image_size, input_spec.image_size)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
+    os.close(fd)
     # The exporter narrates every pass; keep the user's log readable.
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnx_ir", "onnxscript")]
     levels = [q.level for q in quiet]
@@ -186,7 +194,7 @@ def export_backbone(
             warnings.simplefilter("ignore")
             with contextlib.redirect_stdout(devnull):
                 torch.onnx.export(
-                    wrapper,
+                    module.eval(),
                     (example,),
                     tmp,
                     input_names=[INPUT_NAME],
@@ -202,4 +210,20 @@ def export_backbone(
             q.setLevel(lvl)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return BackboneGraph(backbone, weights_id, input_spec, path, has_logits, tap_names)
+    return path
+
+
+def features_module(model):
+    """``model`` (a zoo backbone) as a module with one output: its pooled
+    features (what a bundle's ``features.onnx`` computes)."""
+    import torch
+
+    class Features(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return (self.m.forward_features(x),)
+
+    return Features(model).eval()

@@ -47,8 +47,8 @@ STRATEGIES = ("head", "bias", "last-3", "full", "scratch")
 RUNS = (
     (10, STRATEGIES, 30, 5, 16),
     (100, STRATEGIES, 20, 4, 32),
-    (0, ("head", "last-3", "full"), 5, 2, 64),
-    (1000, STRATEGIES, 8, 3, 64),
+    (0, ("head", "last-3", "full"), 3, 2, 64),
+    (1000, STRATEGIES, 6, 2, 64),
 )
 LEARNING_RATE = 3e-3  # the new head and biases; pretrained weights that train: a tenth of it
 

@@ -12,8 +12,9 @@ that, while active, routes the functional calls the zoo models make
 (``conv2d``, ``batch_norm``, ``relu``, ``relu6``, ``hardtanh``) through
 autograd functions that keep only what the backward needs: nothing for a
 frozen convolution, the per-channel scale for a frozen BatchNorm, a one-byte
-mask for a ReLU. The forward results are bit-identical; layers whose weights
-train (and every op not listed) take PyTorch's ordinary path."""
+mask for a ReLU. The forward results are the same to float rounding (a
+frozen BatchNorm becomes one multiply-add); layers whose weights train (and
+every op not listed) take PyTorch's ordinary path."""
 
 from __future__ import annotations
 

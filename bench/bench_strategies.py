@@ -7,7 +7,11 @@ at the same input size and batch size. For k = 10, 100, 1,000 training
 images per class and for the full 60,000: each strategy trains with
 ``edgetl.finetune`` (the engine behind ``edgetl train --strategy``),
 early-stopped on a stratified 10 % of its training images, and is tested on
-the official 10,000 test images (never seen). Every (k, strategy) runs in a
+the official 10,000 test images (never seen). ``head`` fits the standardised
+softmax head of ``edgetl.heads`` on the cached features with ``edgetl
+train``'s defaults (100 epochs, patience 10), the head path's own trainer;
+the others train with AdamW, learning rate 3e-3 (a tenth for pretrained
+weights). Every (k, strategy) runs in a
 fresh process, which reports
 
 * test accuracy;
@@ -112,15 +116,29 @@ def child(k: int, strategy: str, image_size: int, batch_size: int, epochs: int, 
         net = build_net(BACKBONE, "default", strategy, 10, spec)
         cached = cache_prefix(net, store, tmp)
         cache_cpu = time.process_time() - cpu0
-        result = finetune(net, cached, y, train_idx, val_idx, epochs=epochs, batch_size=batch_size,
-                          learning_rate=LEARNING_RATE, patience=patience, seed=0, state_dir=tmp,
-                          config={"k": k, "strategy": strategy})
+        if strategy == "head":
+            # What 'edgetl train --strategy head' fits on the cached features:
+            # the standardised softmax head (heads.softmax), train's defaults.
+            from edgetl.heads.softmax import SoftmaxHead
+
+            feats = cached.read(np.arange(cached.rows))
+            head = SoftmaxHead(epochs=100, patience=10, learning_rate=1e-3, l2=1e-4, seed=0)
+            head.fit(feats[train_idx], y[train_idx], feats[val_idx], y[val_idx], num_classes=10)
+            result = type("R", (), {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_,
+                                    "val_accuracy": float((head.predict(feats[val_idx]) == y[val_idx]).mean())})
+        else:
+            result = finetune(net, cached, y, train_idx, val_idx, epochs=epochs, batch_size=batch_size,
+                              learning_rate=LEARNING_RATE, patience=patience, seed=0, state_dir=tmp,
+                              config={"k": k, "strategy": strategy})
         train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
         peak = _status("VmHWM") - idle
         test_dir = os.path.join(tmp, "test")
         os.makedirs(test_dir)
         test_cached = cache_prefix(net, test, test_dir)
-        acc, _, _ = _evaluate(net, test_cached, np.arange(len(xte)), yte.astype(np.int64), 256)
+        if strategy == "head":
+            acc = float((head.predict(test_cached.read(np.arange(len(xte)))) == yte).mean())
+        else:
+            acc, _, _ = _evaluate(net, test_cached, np.arange(len(xte)), yte.astype(np.int64), 256)
     plan = estimate(profile_strategy(BACKBONE, strategy, 10, spec), batch_size, len(train_idx), len(val_idx),
                     len(y))
     macs = plan.macs_per_epoch * result.epochs_run + plan.cache_macs
@@ -134,11 +152,11 @@ def child(k: int, strategy: str, image_size: int, batch_size: int, epochs: int, 
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| k/class | strategy | test acc | epochs (best) | train CPU s | wall s | peak MB | planner MB (ratio) "
+    head = ("| k/class | strategy | px | test acc | epochs (best) | train CPU s | wall s | peak MB | planner MB (ratio) "
             "| trainable params | training MACs |")
     out = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
-        out.append(f"| {r['k']} | {r['strategy']} | {r['test_accuracy']:.2%} | {r['epochs_run']} ({r['best_epoch']}) "
+        out.append(f"| {r['k']} | {r['strategy']} | {r['image_size']} | {r['test_accuracy']:.2%} | {r['epochs_run']} ({r['best_epoch']}) "
                    f"| {r['train_cpu_s']:.0f} | {r['train_wall_s']:.0f} | {r['peak_mb']:.0f} "
                    f"| {r['estimated_mb']:.0f} ({r['estimate_ratio']:.2f}) | {r['trainable_params']:,} "
                    f"| {r['train_macs'] / 1e12:.2f} T |")
@@ -153,13 +171,23 @@ def plot(rows: list[dict], path: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for s in STRATEGIES:
-        pts = sorted((r["n_train"], r) for r in rows if r["strategy"] == s)
+        pts = sorted(((r["n_train"], r) for r in rows if r["strategy"] == s and r["image_size"] == 32),
+                     key=lambda p: p[0])
         if not pts:
             continue
         n = [p[0] for p in pts]
         axes[0].plot(n, [p[1]["test_accuracy"] * 100 for p in pts], marker="o", label=s)
         axes[1].plot(n, [p[1]["train_cpu_s"] for p in pts], marker="o", label=s)
         axes[2].plot(n, [p[1]["peak_mb"] for p in pts], marker="o", label=s)
+    for size in sorted({r["image_size"] for r in rows} - {32}):
+        for s in STRATEGIES:
+            pts = sorted(((r["n_train"], r) for r in rows if r["strategy"] == s and r["image_size"] == size),
+                         key=lambda p: p[0])
+            if pts:
+                for ax, key in zip(axes, ("test_accuracy", "train_cpu_s", "peak_mb")):
+                    scale = 100 if key == "test_accuracy" else 1
+                    ax.plot([p[0] for p in pts], [p[1][key] * scale for p in pts], marker="*", ls=":",
+                            markersize=10, label=f"{s} @ {size} px")
     for ax, title in zip(axes, ("test accuracy (%)", "training CPU time (s)", "peak training memory (MB)")):
         ax.set_xscale("log")
         ax.set_xlabel("training images")
@@ -168,7 +196,7 @@ def plot(rows: list[dict], path: str) -> None:
     axes[1].set_yscale("log")
     axes[2].set_yscale("log")
     axes[0].legend()
-    fig.suptitle("Fashion-MNIST, EfficientNet-Lite0: strategies vs amount of data")
+    fig.suptitle("Fashion-MNIST, EfficientNet-Lite0 (ImageNet weights), 32 px unless marked: strategies vs data")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -179,6 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default="docs/bench-strategies.png")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--only-k", type=int, nargs="*", help="run only these k (0 = the full set)")
+    ap.add_argument("--only", nargs="*", metavar="STRATEGY", help="run only these strategies")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--child", nargs=5, metavar=("K", "STRATEGY", "SIZE", "EPOCHS", "PATIENCE"))
     ap.add_argument("--batch", type=int, default=32)
@@ -193,13 +222,13 @@ def main(argv=None) -> int:
         with open(a.out_json) as fh:
             doc = json.load(fh)
     if not a.table_only:
-        doc.update(git=git_state(), machine=machine_info(), image_size=a.image_size, learning_rate=LEARNING_RATE)
-        done = {(str(r["k"]), r["strategy"]) for r in doc["rows"]}
+        doc.update(git=git_state(), machine=machine_info(), learning_rate=LEARNING_RATE)
+        done = {(str(r["k"]), r["strategy"], r["image_size"]) for r in doc["rows"]}
         for k, strategies, epochs, patience, batch in RUNS:
             if a.only_k is not None and k not in a.only_k:
                 continue
             for s in strategies:
-                if (str(k or "all"), s) in done:
+                if (str(k or "all"), s, a.image_size) in done or (a.only and s not in a.only):
                     continue
                 t = time.perf_counter()
                 out = subprocess.run([sys.executable, __file__, "--child", str(k), s, str(a.image_size), str(epochs),
@@ -217,7 +246,7 @@ def main(argv=None) -> int:
                 with open(tmp, "w") as fh:
                     json.dump(doc, fh, indent=2)
                 os.replace(tmp, a.out_json)
-    rows = sorted(doc["rows"], key=lambda r: (r["n_train"], STRATEGIES.index(r["strategy"])
+    rows = sorted(doc["rows"], key=lambda r: (r["n_train"], r["image_size"] != 32, STRATEGIES.index(r["strategy"])
                                                if r["strategy"] in STRATEGIES else 9))
     print(table(rows))
     plot(rows, a.plot)

@@ -45,11 +45,12 @@ def parse_strategy(name: str) -> tuple[str, int]:
 
 def auto_candidates(images_per_class: float) -> tuple[str, ...]:
     """What ``--strategy auto`` tries, in order, for this much data per class
-    (the first that fits the memory budget is taken). With few photos a
-    frozen base generalises best and costs least; with thousands per class
-    the last stages adapt to the new domain (see BENCHMARKS.md)."""
-    if images_per_class < 100:
-        return ("head", "bias")
+    (the first that fits the memory budget is taken). Measured on
+    Fashion-MNIST (BENCHMARKS.md): below 1,000 photos per class the frozen
+    base with the layer/size search wins (84.6 % at 100 per class, against
+    79.6 % for the best fine-tuning at 32 px); from 1,000 per class training
+    every layer wins (88.6 %, 89.5 % on all 60,000), then the last stages,
+    then the biases, each needing less memory than the one before."""
     if images_per_class < 1000:
-        return ("last-2", "bias", "head")
-    return ("last-3", "last-2", "bias", "head")
+        return ("head", "bias")
+    return ("full", "last-3", "bias", "head")

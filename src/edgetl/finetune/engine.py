@@ -87,14 +87,16 @@ def load_checkpoint(state_dir: str) -> dict | None:
 
 
 def cache_prefix(net: Net, images: RowStore, state_dir: str, batch_size: int = CACHE_BATCH,
-                 progress=None) -> RowStore:
+                 progress=None, key: str = "") -> RowStore:
     """The frozen prefix's output for every image, on disk (done once; a
-    complete cache from an earlier, killed run is reused)."""
+    complete cache from an earlier, killed run with the same ``key``, which
+    names the images, weights and input size, is reused)."""
     if net.cut == 0:
         return images
     pin_malloc_threshold()
     shape = net.prefix_shape_from(images.shape)
-    store = RowStore(os.path.join(state_dir, f"prefix-{net.strategy}.f32"), shape, images.rows)
+    store = RowStore(os.path.join(state_dir, f"prefix-{net.strategy}{'-' + key if key else ''}.f32"), shape,
+                     images.rows)
     if store.complete:
         return store
     net.set_mode(False)

@@ -26,7 +26,6 @@ def _status(field: str) -> float:
 def measure(backbone: str, strategy: str, image_size: int, batch_size: int, images: int, classes: int,
             channels: int = 3, epochs: int = 1) -> dict:
     import numpy as np
-    import torch
 
     from ..zoo import get_spec
     from .engine import cache_prefix, finetune

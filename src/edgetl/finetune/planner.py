@@ -166,8 +166,13 @@ def estimate(profile: Profile, batch_size: int, num_train: int, num_val: int, nu
         "workspace": 2 * b * profile.largest_bytes / MB,
         "overhead": OVERHEAD_MB,
     }
+    if profile.strategy == "head":
+        # The head path keeps the features in RAM: all of them, the training
+        # rows' copy and its shuffled, standardised copy (heads._common).
+        parts["features"] = 3 * num_images * profile.input_bytes / MB
     # The early-stopping copy is taken between epochs, when no activations are alive.
     train_peak = (parts["weights"] + parts["loading"] + parts["gradients"] + parts["optimizer"] + parts["overhead"]
+                  + parts.get("features", 0.0)
                   + max(parts["best_copy"], parts["batch"] + parts["activations"] + parts["workspace"]))
     cb = min(b, CACHE_BATCH)
     cache_peak = (2 * profile.weights_bytes + cb * (profile.image_bytes + profile.input_bytes
@@ -214,13 +219,20 @@ def plan(backbone: str, num_images: int, num_classes: int, input_spec, batch_siz
          strategies=None, max_memory_mb: float | None = None, val_split: float = 0.2) -> list[Plan]:
     """One ``Plan`` per strategy (default: ``CANDIDATES`` + ``scratch``),
     at ``batch_size``; ``fits`` when ``max_memory_mb`` is given."""
+    from ..errors import DataError
     from . import CANDIDATES
 
+    asked = strategies
     strategies = strategies or CANDIDATES + ("scratch",)
     num_val = int(round(num_images * val_split))
     out = []
     for s in strategies:
-        prof = profile_strategy(backbone, s, num_classes, input_spec)
+        try:
+            prof = profile_strategy(backbone, s, num_classes, input_spec)
+        except DataError:
+            if asked:  # named by the user: say why not
+                raise
+            continue  # last-K on a family without stages (VGG, AlexNet, GoogLeNet): not a candidate
         out.append(estimate(prof, batch_size, num_images - num_val, num_val, num_images, max_memory_mb))
     return out
 

@@ -59,7 +59,12 @@ def choose(backbone: str, strategy: str, num_images: int, num_classes: int, inpu
     order = auto_candidates(num_images / max(1, num_classes)) if kind == "auto" else (strategy,)
     profiles = {}
     for s in order:
-        profiles[s] = profile_strategy(backbone, s, num_classes, input_spec)
+        try:
+            profiles[s] = profile_strategy(backbone, s, num_classes, input_spec)
+        except DataError:
+            if kind != "auto":
+                raise
+            continue  # last-K on a family without stages
         if max_memory_mb is None:
             return s, estimate(profiles[s], batch_size, max_memory_mb=None, **counts)
         plan = fit_batch(profiles[s], batch_size, max_memory_mb, **counts)
@@ -70,11 +75,14 @@ def choose(backbone: str, strategy: str, num_images: int, num_classes: int, inpu
             return s, plan
     fitting = []
     for s in CANDIDATES + ("scratch",):
-        prof = profiles.get(s) or profile_strategy(backbone, s, num_classes, input_spec)
+        try:
+            prof = profiles.get(s) or profile_strategy(backbone, s, num_classes, input_spec)
+        except DataError:
+            continue
         plan = fit_batch(prof, batch_size, max_memory_mb, **counts)
         if plan is not None:
             fitting.append(f"{s} (batch {plan.batch_size}, {plan.estimated_mb:.0f} MB)")
-    need = estimate(profiles[order[-1]], 1, **counts).estimated_mb
+    need = estimate(profiles[list(profiles)[-1]], 1, **counts).estimated_mb
     what = "auto (" + ", ".join(order) + ")" if kind == "auto" else strategy
     raise DataError(
         f"--strategy {what} needs {need:.0f} MB even at batch size 1, over --max-memory-mb {max_memory_mb:g}; "
@@ -82,15 +90,16 @@ def choose(backbone: str, strategy: str, num_images: int, num_classes: int, inpu
            "no strategy fits: raise --max-memory-mb or lower --image-size"))
 
 
-def _decode_store(paths: list[str], input_spec, state_dir: str, progress):
+def _decode_store(paths: list[str], input_spec, state_dir: str, progress, key: str):
     """Every image decoded and preprocessed once into a RowStore (reused when
-    complete). Returns (store, rows that decoded, skipped)."""
+    complete and made from the same images and InputSpec: ``key``).
+    Returns (store, rows that decoded, skipped)."""
     from ..data.image import decode_image
     from .store import RowStore
 
     shape = (input_spec.num_channels, input_spec.image_size, input_spec.image_size)
-    store = RowStore(os.path.join(state_dir, "images.f32"), shape, len(paths))
-    status_path = os.path.join(state_dir, "images.status.json")
+    store = RowStore(os.path.join(state_dir, f"images-{key}.f32"), shape, len(paths))
+    status_path = os.path.join(state_dir, f"images-{key}.status.json")
     if store.complete and os.path.isfile(status_path):
         with open(status_path, encoding="utf-8") as fh:
             status = json.load(fh)
@@ -150,11 +159,23 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
     from ..runtime.bundle import FEATURES_INT8, HEAD, LABELS, METRICS, MODEL_FP32, MODEL_INT8
     from ..runtime.predictor import Predictor
     from ..search import native_side
-    from ..training import (CONFIG, MAX_AGREEMENT_IMAGES, TrainResult, _atomic_write_text, _calibration_batches,
-                            _check_out_dir, _publish, _sweep_dead_runs, config_toml, exemplar_rows,
-                            folder_is_grayscale, write_device_files, EXEMPLARS_PER_CLASS)
+    from ..training import (
+        CONFIG,
+        EXEMPLARS_PER_CLASS,
+        MAX_AGREEMENT_IMAGES,
+        TrainResult,
+        _atomic_write_text,
+        _calibration_batches,
+        _check_out_dir,
+        _publish,
+        _sweep_dead_runs,
+        config_toml,
+        exemplar_rows,
+        folder_is_grayscale,
+        write_device_files,
+    )
     from ..zoo import get_spec, resolve_weights
-    from .engine import cache_prefix, finetune
+    from .engine import cache_prefix, config_hash, finetune
     from .net import build_net
     from .planner import idle_mb, warm_up
 
@@ -203,7 +224,8 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
     if strategy == "head":  # auto chose the frozen base: the head path, with its search
         from ..training import train
 
-        rest = {k: v for k, v in s.items() if k not in ("strategy", "batch_size", "max_memory_mb", "resume")}
+        rest = {k: v for k, v in s.items()
+                if k not in ("strategy", "batch_size", "max_memory_mb", "resume", "cache_dir")}
         rest.update(epochs=s.get("epochs"), patience=s.get("patience"))
         result = train(data_dir, out_dir, progress=progress, cache_dir=s.get("cache_dir"), **rest)
         result.metrics.setdefault("strategy", {"name": "head", "asked": s["strategy"], "plan": plan.to_dict()})
@@ -222,7 +244,8 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
     parent = os.path.dirname(os.path.abspath(out_dir))
     try:
         t = time.perf_counter()
-        store, ok, skipped = _decode_store(folder.paths, input_spec, state_dir, progress)
+        data_key = config_hash([config["data"], config["input_spec"]])
+        store, ok, skipped = _decode_store(folder.paths, input_spec, state_dir, progress, data_key)
         timings["decode_s"] = time.perf_counter() - t
         used = folder.subset(ok)
         for idx, cls in enumerate(used.classes):
@@ -241,7 +264,7 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
         log.info("%s: caching the frozen prefix, then training %d of %d parameters at %d px, batch %d "
                  "(planned peak %.0f MB above %.0f MB idle)", strategy, plan.trainable_params, plan.total_params,
                  input_spec.image_size, batch_size, plan.estimated_mb, idle)
-        cached = cache_prefix(net, store, state_dir)
+        cached = cache_prefix(net, store, state_dir, key=config_hash([data_key, weights_id]))
         timings["cache_s"] = time.perf_counter() - t
         result = finetune(net, cached, y_all, train_rows, val_rows, epochs=epochs, batch_size=batch_size,
                           learning_rate=s["learning_rate"], patience=patience, seed=s["seed"], state_dir=state_dir,

@@ -140,6 +140,50 @@ def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y
     onnx.save(build_train_step(head.mean_, head.scale_), os.path.join(folder, TRAIN_STEP))
 
 
+def check_agreement(bundle: str, val_paths: list[str], host_pred: np.ndarray, y_val: np.ndarray,
+                    seed: int) -> dict:
+    """The device runtime on the bundle (fp32 and int8) against the host's
+    predictions on up to MAX_AGREEMENT_IMAGES validation images."""
+    from .runtime.predictor import Predictor
+
+    rng = np.random.default_rng(seed)
+    check = np.sort(rng.permutation(len(val_paths))[:MAX_AGREEMENT_IMAGES])
+    check_paths = [val_paths[i] for i in check]
+    out = {}
+    for name, int8 in (("fp32", False), ("int8", True)):
+        pred = Predictor(bundle, int8=int8).predict_proba(check_paths).argmax(axis=1)
+        out[f"agreement_{name}"] = float((pred == host_pred[check]).mean())
+        out[f"bundle_accuracy_{name}"] = float((pred == y_val[check]).mean())
+    out["agreement_n"] = int(len(check))
+    return out
+
+
+def prediction_rows(paths: list[str], classes: list[str], targets, predicted, proba) -> list[dict]:
+    """metrics.json's ``val_predictions``."""
+    return [{"path": p, "label": classes[int(t)], "predicted": classes[int(q)], "probability": float(pr[q])}
+            for p, t, q, pr in zip(paths, targets, predicted, proba)]
+
+
+def finish_bundle(tmp_dir: str, out_dir: str, metrics: dict, config_text: str) -> None:
+    """Sizes into ``metrics``, then metrics.json, config.toml, the report and
+    the model card into ``tmp_dir``, which is then published as ``out_dir``."""
+    from .report import write_model_card, write_report
+
+    metrics["model_mb"] = {
+        "fp32": os.path.getsize(os.path.join(tmp_dir, MODEL_FP32)) / 1e6,
+        "int8": os.path.getsize(os.path.join(tmp_dir, MODEL_INT8)) / 1e6,
+        "features_int8": os.path.getsize(os.path.join(tmp_dir, FEATURES_INT8)) / 1e6,
+        "head": os.path.getsize(os.path.join(tmp_dir, HEAD)) / 1e6,
+    }
+    _atomic_write_text(os.path.join(tmp_dir, METRICS), json.dumps(metrics, indent=2) + "\n")
+    _atomic_write_text(os.path.join(tmp_dir, CONFIG), config_text)
+    t = time.perf_counter()
+    write_report(tmp_dir)  # report.html + plots/*.png
+    write_model_card(tmp_dir)  # README.md
+    log.info("wrote the run report (report.html) and the model card (README.md) in %.1f s", time.perf_counter() - t)
+    _publish(tmp_dir, out_dir)
+
+
 def folder_is_grayscale(paths: list[str]) -> bool:
     from .data.image import is_grayscale_file
 
@@ -257,8 +301,7 @@ def train(
             settings.pop(unused)
     from .baselines import raw_pixel_baseline
     from .export.fuse import feature_model
-    from .report import classification_metrics, write_model_card, write_report
-    from .runtime.predictor import Predictor
+    from .report import classification_metrics
     from .search import (Budget, Search, holdout_and_refit, native_side, parse_count, search_sizes, single_thread,
                          with_native_size)
     from .search.plot import plot_candidates
@@ -385,20 +428,12 @@ def train(
         calib = _calibration_batches(used.paths, input_spec, seed)
         features = feature_model(graph.onnx_path, used.classes, input_spec, backbone, tap=chosen.tap)
         write_device_files(tmp_dir, features, device_head, X, y, calib, seed, model_head=shipped)
-        fp32_path = os.path.join(tmp_dir, MODEL_FP32)
         timings["bundle_s"] = time.perf_counter() - t
 
         # The device runtime on the bundle vs the host head on cached features.
         t = time.perf_counter()
         log.info("checking the exported models against the host on validation images")
-        rng = np.random.default_rng(seed)
-        check = np.sort(rng.permutation(len(val_idx))[:MAX_AGREEMENT_IMAGES])
-        check_paths = [val_paths[i] for i in check]
-        agreement = {}
-        for name, int8 in (("fp32", False), ("int8", True)):
-            pred = Predictor(tmp_dir, int8=int8).predict_proba(check_paths).argmax(axis=1)
-            agreement[f"agreement_{name}"] = float((pred == shipped_val_pred[check]).mean())
-            agreement[f"bundle_accuracy_{name}"] = float((pred == y[val_idx][check]).mean())
+        agreement = check_agreement(tmp_dir, val_paths, shipped_val_pred, y[val_idx], seed)
         timings["agreement_s"] = time.perf_counter() - t
         plot_path = None
         if sum(c.val_accuracy is not None for c in searcher.candidates) > 1:
@@ -425,7 +460,6 @@ def train(
             "per_class": val_metrics["per_class"],
             "confusion_matrix": val_metrics["confusion_matrix"],
             **agreement,
-            "agreement_n": int(len(check)),
             "chosen": chosen_summary,
             "baselines": baselines,
             "transfer_beats_raw_pixels": bool(val_metrics["accuracy"] > raw["val_accuracy"]),
@@ -458,27 +492,10 @@ def train(
                                 "the validation figures are those of the head fitted on the train split"},
             "config": {"val_split": val_split, "epochs": epochs, "seed": seed, "image_size": input_spec.image_size,
                        "search": searching, "tap": tap, "heads": list(heads), "image_sizes": sizes},
-            "val_predictions": [
-                {"path": p, "label": used.classes[int(t_)], "predicted": used.classes[int(p_)],
-                 "probability": float(pr[p_])}
-                for p, t_, p_, pr in zip(val_paths, y[val_idx], val_pred, val_proba)
-            ],
-            "model_mb": {
-                "fp32": os.path.getsize(fp32_path) / 1e6,
-                "int8": os.path.getsize(os.path.join(tmp_dir, MODEL_INT8)) / 1e6,
-                "features_int8": os.path.getsize(os.path.join(tmp_dir, FEATURES_INT8)) / 1e6,
-                "head": os.path.getsize(os.path.join(tmp_dir, HEAD)) / 1e6,
-            },
+            "val_predictions": prediction_rows(val_paths, used.classes, y[val_idx], val_pred, val_proba),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         }
-        _atomic_write_text(os.path.join(tmp_dir, METRICS), json.dumps(metrics, indent=2) + "\n")
-        _atomic_write_text(os.path.join(tmp_dir, CONFIG), config_toml(settings, data_dir, out_dir))
-        t = time.perf_counter()
-        write_report(tmp_dir)  # report.html + plots/*.png
-        write_model_card(tmp_dir)  # README.md
-        log.info("wrote the run report (report.html) and the model card (README.md) in %.1f s",
-                 time.perf_counter() - t)
-        _publish(tmp_dir, out_dir)
+        finish_bundle(tmp_dir, out_dir, metrics, config_toml(settings, data_dir, out_dir))
     except OSError as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise storage_error(exc, f"the bundle '{out_dir}'", parent) from None

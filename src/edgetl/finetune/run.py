@@ -155,23 +155,21 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
     from ..export.backbone_onnx import export_module, features_module
     from ..export.fuse import feature_model
     from ..heads.softmax import SoftmaxHead
-    from ..report import classification_metrics, write_model_card, write_report
-    from ..runtime.bundle import FEATURES_INT8, HEAD, LABELS, METRICS, MODEL_FP32, MODEL_INT8
-    from ..runtime.predictor import Predictor
+    from ..report import classification_metrics
+    from ..runtime.bundle import LABELS
     from ..search import native_side
     from ..training import (
-        CONFIG,
         EXEMPLARS_PER_CLASS,
-        MAX_AGREEMENT_IMAGES,
         TrainResult,
-        _atomic_write_text,
         _calibration_batches,
         _check_out_dir,
-        _publish,
         _sweep_dead_runs,
+        check_agreement,
         config_toml,
         exemplar_rows,
+        finish_bundle,
         folder_is_grayscale,
+        prediction_rows,
         write_device_files,
     )
     from ..zoo import get_spec, resolve_weights
@@ -313,17 +311,10 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
         timings["bundle_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        rng = np.random.default_rng(s["seed"])
-        check = np.sort(rng.permutation(len(val_rows))[:MAX_AGREEMENT_IMAGES])
-        check_paths = [folder.paths[i] for i in val_rows[check]]
-        agreement = {}
-        for name, int8 in (("fp32", False), ("int8", True)):
-            pred = Predictor(tmp_dir, int8=int8).predict_proba(check_paths).argmax(axis=1)
-            agreement[f"agreement_{name}"] = float((pred == val_pred[check]).mean())
-            agreement[f"bundle_accuracy_{name}"] = float((pred == y_val[check]).mean())
+        val_paths = [folder.paths[i] for i in val_rows]
+        agreement = check_agreement(tmp_dir, val_paths, val_pred, y_val, s["seed"])
         timings["agreement_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
-        fp32_path = os.path.join(tmp_dir, MODEL_FP32)
         history = result.history
         metrics = {
             "edgetl_version": __version__,
@@ -336,7 +327,6 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
             "per_class": val_metrics["per_class"],
             "confusion_matrix": val_metrics["confusion_matrix"],
             **agreement,
-            "agreement_n": int(len(check)),
             "chosen": {"tap": "final", "image_size": input_spec.image_size, "head": "softmax",
                        "dim": int(weight.shape[1]), "val_accuracy": val_metrics["accuracy"]},
             "strategy": {
@@ -361,25 +351,11 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
                      "shipped": f"the {strategy} fine-tuned network at its best validation epoch"},
             "config": {"val_split": s["val_split"], "epochs": epochs, "seed": s["seed"],
                        "image_size": input_spec.image_size, "strategy": strategy, "batch_size": batch_size},
-            "val_predictions": [
-                {"path": folder.paths[r], "label": used.classes[int(y_all[r])],
-                 "predicted": used.classes[int(p_)], "probability": float(pr[p_])}
-                for r, p_, pr in zip(val_rows, val_pred, val_proba)
-            ],
-            "model_mb": {
-                "fp32": os.path.getsize(fp32_path) / 1e6,
-                "int8": os.path.getsize(os.path.join(tmp_dir, MODEL_INT8)) / 1e6,
-                "features_int8": os.path.getsize(os.path.join(tmp_dir, FEATURES_INT8)) / 1e6,
-                "head": os.path.getsize(os.path.join(tmp_dir, HEAD)) / 1e6,
-            },
+            "val_predictions": prediction_rows(val_paths, used.classes, y_val, val_pred, val_proba),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         }
-        _atomic_write_text(os.path.join(tmp_dir, METRICS), json.dumps(metrics, indent=2) + "\n")
-        _atomic_write_text(os.path.join(tmp_dir, CONFIG), config_toml(
+        finish_bundle(tmp_dir, out_dir, metrics, config_toml(
             {k: v for k, v in s.items() if k not in ("cache_dir", "resume")}, data_dir, out_dir))
-        write_report(tmp_dir)
-        write_model_card(tmp_dir)
-        _publish(tmp_dir, out_dir)
     except OSError as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise storage_error(exc, f"the bundle '{out_dir}'", parent) from None

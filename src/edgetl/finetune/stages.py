@@ -10,19 +10,12 @@ from torch import nn
 from ..errors import DataError
 
 
-class _LiteStem(nn.Module):
-    def __init__(self, model):
+class _ConvBnRelu6(nn.Module):
+    """EfficientNet-Lite's stem and final 1x1 convolution (ReLU6 is functional there)."""
+
+    def __init__(self, conv, bn):
         super().__init__()
-        self.conv, self.bn = model._conv_stem, model._bn0
-
-    def forward(self, x):
-        return F.relu6(self.bn(self.conv(x)))
-
-
-class _LiteHead(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.conv, self.bn = model._conv_head, model._bn1
+        self.conv, self.bn = conv, bn
 
     def forward(self, x):
         return F.relu6(self.bn(self.conv(x)))
@@ -50,8 +43,8 @@ def feature_stages(model: nn.Module) -> list[nn.Module]:
         for end in model.stage_ends:
             groups.append(nn.Sequential(*model._blocks[start:end + 1]))
             start = end + 1
-        groups[-1] = nn.Sequential(*groups[-1], _LiteHead(model))
-        return [_LiteStem(model)] + groups
+        groups[-1] = nn.Sequential(*groups[-1], _ConvBnRelu6(model._conv_head, model._bn1))
+        return [_ConvBnRelu6(model._conv_stem, model._bn0)] + groups
     if isinstance(model, ResNet):
         return [_ResNetStem(model), model.layer1, model.layer2, model.layer3, model.layer4]
     if isinstance(model, _MobileNetBase):

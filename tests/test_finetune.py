@@ -267,3 +267,11 @@ def test_resume_without_a_checkpoint_and_head_resume_are_refused(digits_dir, tmp
         train(digits_dir, tmp_path / "none", strategy="full", resume=True)
     with pytest.raises(DataError, match="--resume continues a fine-tuning run"):
         train(digits_dir, tmp_path / "none", strategy="head", resume=True)
+
+
+def test_auto_with_few_photos_takes_the_searched_head_path(digits_dir, tmp_path):
+    out = tmp_path / "auto"
+    result = train(digits_dir, out, strategy="auto", search="off")
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["strategy"]["name"] == "head" and saved["strategy"]["asked"] == "auto"
+    assert result.searcher is not None and (out / "model.onnx").is_file()

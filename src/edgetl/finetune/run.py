@@ -226,7 +226,10 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
                 if k not in ("strategy", "batch_size", "max_memory_mb", "resume", "cache_dir")}
         rest.update(epochs=s.get("epochs"), patience=s.get("patience"))
         result = train(data_dir, out_dir, progress=progress, cache_dir=s.get("cache_dir"), **rest)
-        result.metrics.setdefault("strategy", {"name": "head", "asked": s["strategy"], "plan": plan.to_dict()})
+        result.metrics["strategy"] = {"name": "head", "asked": s["strategy"], "plan": plan.to_dict()}
+        from ..training import _atomic_write_text
+
+        _atomic_write_text(os.path.join(out_dir, "metrics.json"), json.dumps(result.metrics, indent=2) + "\n")
         return result
     batch_size = plan.batch_size
     os.makedirs(state_dir, exist_ok=True)

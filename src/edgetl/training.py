@@ -158,6 +158,23 @@ def check_agreement(bundle: str, val_paths: list[str], host_pred: np.ndarray, y_
     return out
 
 
+def metrics_header(backbone: str, weights_id: str, input_spec, labels: list[str], val_metrics: dict,
+                   train_accuracy: float, agreement: dict) -> dict:
+    """The first keys of every run's metrics.json, whatever trained it."""
+    return {
+        "edgetl_version": __version__,
+        "backbone": backbone,
+        "weights": weights_id,
+        "input_spec": json.loads(input_spec.to_json()),
+        "labels": labels,
+        "val_accuracy": val_metrics["accuracy"],
+        "train_accuracy": train_accuracy,
+        "per_class": val_metrics["per_class"],
+        "confusion_matrix": val_metrics["confusion_matrix"],
+        **agreement,
+    }
+
+
 def prediction_rows(paths: list[str], classes: list[str], targets, predicted, proba) -> list[dict]:
     """metrics.json's ``val_predictions``."""
     return [{"path": p, "label": classes[int(t)], "predicted": classes[int(q)], "probability": float(pr[q])}
@@ -450,16 +467,7 @@ def train(
             "val_accuracy": val_metrics["accuracy"], "selection_score": chosen.val_accuracy,
         }
         metrics = {
-            "edgetl_version": __version__,
-            "backbone": backbone,
-            "weights": graph.weights_id,
-            "input_spec": json.loads(input_spec.to_json()),
-            "labels": used.classes,
-            "val_accuracy": val_metrics["accuracy"],
-            "train_accuracy": train_acc,
-            "per_class": val_metrics["per_class"],
-            "confusion_matrix": val_metrics["confusion_matrix"],
-            **agreement,
+            **metrics_header(backbone, graph.weights_id, input_spec, used.classes, val_metrics, train_acc, agreement),
             "chosen": chosen_summary,
             "baselines": baselines,
             "transfer_beats_raw_pixels": bool(val_metrics["accuracy"] > raw["val_accuracy"]),

@@ -150,7 +150,6 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
     """The fine-tuning path of ``edgetl.training.train`` (see its doc)."""
     import torch
 
-    from .. import __version__
     from ..data.folder import scan_folder, stratified_split
     from ..export.backbone_onnx import export_module, features_module
     from ..export.fuse import feature_model
@@ -169,6 +168,7 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
         exemplar_rows,
         finish_bundle,
         folder_is_grayscale,
+        metrics_header,
         prediction_rows,
         write_device_files,
     )
@@ -320,16 +320,7 @@ def train_finetuned(data_dir: str, out_dir: str, settings: dict, *, progress=Non
         timings["total_s"] = time.perf_counter() - t0
         history = result.history
         metrics = {
-            "edgetl_version": __version__,
-            "backbone": backbone,
-            "weights": weights_id,
-            "input_spec": json.loads(input_spec.to_json()),
-            "labels": used.classes,
-            "val_accuracy": val_metrics["accuracy"],
-            "train_accuracy": train_acc,
-            "per_class": val_metrics["per_class"],
-            "confusion_matrix": val_metrics["confusion_matrix"],
-            **agreement,
+            **metrics_header(backbone, weights_id, input_spec, used.classes, val_metrics, train_acc, agreement),
             "chosen": {"tap": "final", "image_size": input_spec.image_size, "head": "softmax",
                        "dim": int(weight.shape[1]), "val_accuracy": val_metrics["accuracy"]},
             "strategy": {

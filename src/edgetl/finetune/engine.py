@@ -141,7 +141,6 @@ def finetune(net: Net, store: RowStore, y: np.ndarray, train_idx: np.ndarray, va
     best epoch's weights in ``net``. ``state_dir`` keeps the checkpoint."""
     digest = config_hash(config)
     pin_malloc_threshold()
-    params = net.trainable_parameters()
     opt = torch.optim.AdamW(net.param_groups(learning_rate), weight_decay=weight_decay)
     history: list[dict] = []
     start_epoch, best_epoch, best_acc, bad, best_state = 0, 0, -1.0, 0, None
@@ -214,7 +213,6 @@ def finetune(net: Net, store: RowStore, y: np.ndarray, train_idx: np.ndarray, va
             on_epoch(record)
     if best_state is not None:
         net.model.load_state_dict(best_state, strict=False)
-    del params
     return FinetuneResult(history, best_epoch, len(history), best_acc if best_acc >= 0 else None,
                           resumed_from=start_epoch,
                           timings={"train_cpu_s": time.process_time() - cpu0,

@@ -52,3 +52,19 @@ def make_shapes_folder(root, num_per_class: int = 12, size: int = 48, seed: int 
 @pytest.fixture
 def shapes_dir(tmp_path):
     return make_shapes_folder(tmp_path / "shapes")
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory, edgetl_cache):
+    """One trained bundle for every test that only needs *a* bundle: the
+    shapes folder (3 classes x 12 images, 48 px), searched at 32 px (every
+    tap, every head). Read-only: a test that changes a bundle copies
+    ``shared_run.run_dir`` first (shutil.copytree)."""
+    import types
+
+    from edgetl import train
+
+    root = tmp_path_factory.mktemp("shared-run")
+    data = make_shapes_folder(root / "shapes")
+    result = train(data, str(root / "run"), image_size=32, progress=False)
+    return types.SimpleNamespace(data_dir=data, run_dir=result.run_dir, result=result, metrics=result.metrics)

@@ -416,7 +416,7 @@ def bench_int8(graph, paths, targets, features, classes, test_x, test_y, tmp, nu
     from edgetl.heads.softmax import SoftmaxHead
     from edgetl.quantize import quantize_int8
     from edgetl.runtime.session import make_session
-    from edgetl.training import _calibration_batches
+    from edgetl.training.bundle import calibration_batches as _calibration_batches
 
     spec = graph.input_spec
     train_idx, val_idx = stratified_split(targets, 0.2, seed)

@@ -20,7 +20,8 @@ from edgetl.finetune import auto_candidates, parse_strategy
 from edgetl.finetune.lean import LeanMode
 from edgetl.finetune.net import build_net
 from edgetl.finetune.planner import estimate, plan, profile_strategy
-from edgetl.finetune.run import choose, state_dir_for
+from edgetl.finetune.planner import choose
+from edgetl.training.rundir import state_dir_for
 from edgetl.training import train
 from edgetl.zoo import get_spec
 

@@ -13,6 +13,7 @@ _LAZY = {
     "imagenet_classes": ("edgetl.zoo", "imagenet_classes"),
     "InputSpec": ("edgetl.data", "InputSpec"),
     "train": ("edgetl.training", "train"),
+    "TrainConfig": ("edgetl.training", "TrainConfig"),
     "evaluate": ("edgetl.evaluation", "evaluate"),
     "classify_imagenet": ("edgetl.imagenet", "classify_imagenet"),
     "Predictor": ("edgetl.runtime", "Predictor"),

@@ -21,8 +21,11 @@ anything trains."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger(__name__)
 
 MB = 1e6
 CACHE_BATCH = 8  # images per batch of the caching pass (inference: no need for the training batch)
@@ -248,3 +251,69 @@ def fit_batch(profile: Profile, batch_size: int, max_memory_mb: float, **counts)
         if b == 1:
             return None
         b = max(1, b // 2)
+
+
+def fine_tune_size(default: int, native: int | None) -> int:
+    """Input size when none is given: the smallest of the search ladder
+    (default, halved, ... 32) that keeps the images' own resolution; a
+    network whose weights learn adapts to the scale, and each halving is a
+    quarter of the work."""
+    from ..search import search_sizes
+
+    ladder = sorted(search_sizes(default))
+    if not native:
+        return default
+    return next((s for s in ladder if s >= native), default)
+
+
+def choose(backbone: str, strategy: str, num_images: int, num_classes: int, input_spec, batch_size: int,
+           max_memory_mb: float | None, val_split: float):
+    """(strategy, plan) to run: ``auto`` resolved; the batch size lowered
+    (halving, never below 1) until the plan fits ``max_memory_mb``. Refuses
+    with one line naming the strategies that fit when the asked one cannot."""
+    from ..errors import DataError
+    from . import auto_candidates, parse_strategy
+
+    num_val = max(1, int(round(num_images * val_split)))
+    counts = {"num_train": num_images - num_val, "num_val": num_val, "num_images": num_images}
+    kind, _ = parse_strategy(strategy)
+    order = auto_candidates(num_images / max(1, num_classes)) if kind == "auto" else (strategy,)
+    profiles = {}
+    for s in order:
+        try:
+            profiles[s] = profile_strategy(backbone, s, num_classes, input_spec)
+        except DataError:
+            if kind != "auto":
+                raise
+            continue  # last-K on a family without stages
+        if max_memory_mb is None:
+            return s, estimate(profiles[s], batch_size, max_memory_mb=None, **counts)
+        plan = fit_batch(profiles[s], batch_size, max_memory_mb, **counts)
+        if plan is not None:
+            if plan.batch_size < batch_size:
+                log.info("--max-memory-mb %g: batch size lowered from %d to %d for %s", max_memory_mb,
+                         batch_size, plan.batch_size, s)
+            return s, plan
+    what = "auto (" + ", ".join(order) + ")" if kind == "auto" else strategy
+    need = estimate(profiles[list(profiles)[-1]], 1, **counts).estimated_mb
+    raise DataError(
+        f"--strategy {what} needs {need:.0f} MB even at batch size 1, over --max-memory-mb {max_memory_mb:g}; "
+        + _fitting(backbone, num_classes, input_spec, batch_size, max_memory_mb, profiles, counts))
+
+
+def _fitting(backbone, num_classes, input_spec, batch_size, max_memory_mb, profiles, counts) -> str:
+    """'strategies that fit: ...' for a refusal, or what to change when none does."""
+    from ..errors import DataError
+    from . import CANDIDATES
+
+    fitting = []
+    for s in CANDIDATES + ("scratch",):
+        try:
+            prof = profiles.get(s) or profile_strategy(backbone, s, num_classes, input_spec)
+        except DataError:
+            continue
+        plan = fit_batch(prof, batch_size, max_memory_mb, **counts)
+        if plan is not None:
+            fitting.append(f"{s} (batch {plan.batch_size}, {plan.estimated_mb:.0f} MB)")
+    return (f"strategies that fit: {', '.join(fitting)}" if fitting else
+            "no strategy fits: raise --max-memory-mb or lower --image-size")

@@ -1,0 +1,56 @@
+"""After training: ``edgetl export`` (other formats, written beside the
+bundle; the choices come from the format registry) and ``edgetl report``."""
+
+from __future__ import annotations
+
+import json
+
+
+def cmd_export(args) -> int:
+    from ..export import export_model
+
+    record = export_model(args.run_dir, args.format, int8=args.int8, images=args.images)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    files = [record.get("file"), record.get("file_int8")]
+    print(f"{args.format}: wrote {', '.join(f for f in files if f)} in {args.run_dir}")
+    if args.format == "tflite":
+        line = f"LiteRT vs ONNX Runtime on {record['num_check_images']} images: fp32 agree {record['agreement']:.1%}"
+        if "agreement_int8" in record:
+            line += (f", int8 agree {record['agreement_int8']:.1%} with model.int8.onnx "
+                     f"({record['agreement_int8_vs_fp32']:.1%} with model.onnx)")
+        print(line)
+    elif args.format == "coreml":
+        print(f"spec checked: image input {record['spec']['inputs'][0].get('width')}x"
+              f"{record['spec']['inputs'][0].get('height')}, labels ok: {record['labels_ok']}; "
+              f"prediction needs macOS/iOS")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..report import write_model_card, write_report
+
+    html = write_report(args.run_dir)
+    card = write_model_card(args.run_dir)
+    print(f"wrote {html} and {card}")
+    return 0
+
+
+def register(sub, common, verbose_flag) -> None:
+    from ..export import FORMATS
+
+    p = sub.add_parser("export", parents=[common],
+                       help="convert a bundle to TFLite or Core ML (written beside it), checked on this machine")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", required=True, choices=list(FORMATS))
+    p.add_argument("--int8", action="store_true", help="also export the int8 model")
+    p.add_argument("--images", nargs="+", metavar="PATH",
+                   help="images or folders to check the TFLite export on (default: the run's validation images)")
+    p.add_argument("--json", action="store_true", help="print the record added to metrics.json 'exports'")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", parents=[common],
+                       help="write RUN_DIR/report.html (plots, confusion matrix, worst images) and RUN_DIR/README.md")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_report)

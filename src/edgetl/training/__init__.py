@@ -1,0 +1,108 @@
+"""Folder of labeled images -> on-device bundle: ``train(config)``.
+
+One dispatcher, two paths. The settings (``config.TrainConfig``) are
+checked first, then the run folder (``rundir``), then the folder is
+scanned once; ``--strategy auto`` is resolved here, before dispatch, so
+each path runs once: ``head_path`` (frozen base, cached features, the
+layer/size/head search) or ``finetune_path`` (bias, last-K, full,
+scratch). Both end in the same bundle tail (``bundle``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ..errors import DataError, RunExistsError
+from .config import FINETUNE_DEFAULTS, TrainConfig
+from .result import TrainResult
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+
+def train(config: TrainConfig | str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None, *,
+          cache_dir: str | None = None, progress: bool | None = None, **settings) -> TrainResult:
+    """Transfer-learn a classifier for the images in ``config.data_dir`` and
+    write the bundle to ``config.out``; returns the metrics (also in
+    metrics.json) and what was fitted.
+
+    ``train(TrainConfig(...))``, or ``train(data_dir, out_dir, **settings)``
+    with the fields of :class:`TrainConfig` as keywords (its help says what
+    each does). By default the layer (tap), input size and head are searched
+    under the device budget ``max_latency_ms`` / ``max_macs`` /
+    ``max_model_mb``; ``tap``, ``image_size`` (or ``image_sizes``) and
+    ``heads`` pin parts of it; ``search="off"`` is the naive recipe.
+    ``strategy``: ``head`` (default) or ``bias``, ``last-K``, ``full``,
+    ``scratch``, ``auto`` (``edgetl.finetune``), under ``max_memory_mb``;
+    ``resume`` continues a killed fine-tuning run.
+
+    The resolved settings are saved as ``config.toml`` in the run folder;
+    ``edgetl train --config RUN_DIR/config.toml`` repeats the run."""
+    from ..data.folder import scan_folder
+    from ..finetune import parse_strategy
+
+    config = _as_config(config, out_dir, settings)
+    kind, _ = parse_strategy(config.strategy)
+    if kind == "head":
+        if config.resume:
+            raise DataError("--resume continues a fine-tuning run (--strategy bias, last-K, full, scratch); the head "
+                            "strategy caches its features and restarts quickly without it")
+        from .rundir import check_out_dir
+
+        check_out_dir(config.out, config.data_dir, config.overwrite)
+        from .head_path import train_head
+
+        return train_head(config, scan_folder(config.data_dir), cache_dir=cache_dir, progress=progress)
+    _check_state(config)
+    folder = scan_folder(config.data_dir)
+    return _fine_tune(config, folder, cache_dir, progress)
+
+
+def _as_config(config, out_dir, settings: dict) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        if out_dir is not None or settings:
+            config = config.replace(**settings, **({"out": os.fspath(out_dir)} if out_dir is not None else {}))
+    else:
+        config = TrainConfig.from_mapping(dict(settings, data_dir=config, out=out_dir), "edgetl.train")
+    config.require_paths()
+    return config.replace(data_dir=os.fspath(config.data_dir), out=os.fspath(config.out))
+
+
+def _check_state(config: TrainConfig) -> None:
+    """An interrupted fine-tuning run of the same --out: continued only with
+    --resume, thrown away only with --overwrite."""
+    from .rundir import check_out_dir, state_dir_for
+
+    state_dir = state_dir_for(config.out)
+    ckpt_path = os.path.join(state_dir, "checkpoint.pt")
+    if config.resume and not os.path.isfile(ckpt_path):
+        raise DataError(f"--resume: no interrupted run of '{config.out}' to continue (no {ckpt_path}); "
+                        f"drop --resume to start one")
+    if not config.resume and os.path.isfile(ckpt_path):
+        if not config.overwrite:
+            raise RunExistsError(f"An interrupted run of '{config.out}' is saved in {state_dir}; pass --resume to "
+                                 f"continue it or --overwrite to start again")
+        shutil.rmtree(state_dir, ignore_errors=True)
+    check_out_dir(config.out, config.data_dir, config.overwrite or config.resume)
+
+
+def _fine_tune(config: TrainConfig, folder, cache_dir, progress) -> TrainResult:
+    """Resolve the strategy (``auto``) and the batch size under the memory
+    budget, then run the path it names."""
+    from ..finetune.planner import choose
+    from ..zoo import get_spec
+    from .inputs import fine_tune_input_spec
+
+    input_spec = fine_tune_input_spec(get_spec(config.backbone), folder.paths, config.image_size, config.grayscale,
+                                      config.crop_fraction)
+    batch_size = config.batch_size or FINETUNE_DEFAULTS["batch_size"]
+    strategy, plan = choose(config.backbone, config.strategy, len(folder.paths), len(folder.classes), input_spec,
+                            batch_size, config.max_memory_mb, config.val_split)
+    if strategy == "head":  # auto chose the frozen base: the head path, with its search and its defaults
+        from .head_path import train_head
+
+        record = {"name": "head", "asked": config.strategy, "plan": plan.to_dict()}
+        return train_head(config, folder, cache_dir=cache_dir, progress=progress, strategy_record=record)
+    from .finetune_path import train_finetuned
+
+    return train_finetuned(config.with_defaults(FINETUNE_DEFAULTS), folder, strategy, plan, input_spec,
+                           cache_dir=cache_dir, progress=progress)

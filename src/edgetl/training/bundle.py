@@ -1,0 +1,148 @@
+"""The bundle's tail, the same whatever trained the model: the device files
+(features + int8, model + int8, head.safetensors, train_step.onnx), the
+agreement of the exported models with the host, the first keys of
+metrics.json, then metrics, config, report and model card, and publishing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from .. import __version__
+from .._files import write_json, write_text
+from ..data.image import decode_image
+from ..runtime.bundle import (FEATURES_FP32, FEATURES_INT8, HEAD, LABELS, METRICS, MODEL_FP32, MODEL_INT8,
+                              TRAIN_STEP)
+from .rundir import publish
+
+log = logging.getLogger(__name__)
+
+MAX_AGREEMENT_IMAGES = 1000
+NUM_CALIBRATION_IMAGES = 128
+EXEMPLARS_PER_CLASS = 50  # training features per class kept in the bundle for on-device rehearsal
+CONFIG = "config.toml"
+
+
+def calibration_batches(paths: list[str], spec, seed: int, batch_size: int = 16):
+    """Up to NUM_CALIBRATION_IMAGES random images, preprocessed, for int8 calibration."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(paths))[:NUM_CALIBRATION_IMAGES]
+    arrays = []
+    for i in chosen:
+        with open(paths[i], "rb") as fh:
+            arrays.append(spec.to_array(decode_image(fh.read(), paths[i], "native")))
+    return [np.stack(arrays[i : i + batch_size]) for i in range(0, len(arrays), batch_size)]
+
+
+def exemplar_rows(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Up to ``per_class`` random row indices of each class, sorted."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return np.sort(np.concatenate(rows))
+
+
+def write_labels(folder: str, labels: list[str]) -> None:
+    write_text(os.path.join(folder, LABELS), "".join(f"{c}\n" for c in labels))
+
+
+def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y_train: np.ndarray,
+                       calibration, seed: int, model_head=None) -> None:
+    """features.onnx (+ int8), model.onnx (+ int8) = the same feature models
+    with ``model_head`` (default: ``head``) on top, head.safetensors (the
+    softmax ``head``: what the device trains) and train_step.onnx."""
+    import onnx
+    from safetensors.numpy import save_file
+
+    from ..export.fuse import append_head
+    from ..export.train_step import build_train_step
+    from ..quantize import quantize_int8
+
+    onnx.save(features_model, os.path.join(folder, FEATURES_FP32))
+    quantize_int8(os.path.join(folder, FEATURES_FP32), os.path.join(folder, FEATURES_INT8), calibration)
+    for features_name, model_name in ((FEATURES_FP32, MODEL_FP32), (FEATURES_INT8, MODEL_INT8)):
+        onnx.save(append_head(onnx.load(os.path.join(folder, features_name)), model_head or head),
+                  os.path.join(folder, model_name))
+    keep = exemplar_rows(y_train, EXEMPLARS_PER_CLASS, seed)
+    save_file({
+        "weight": np.ascontiguousarray(head.coef_, np.float32),
+        "bias": np.ascontiguousarray(head.intercept_, np.float32),
+        "mean": np.ascontiguousarray(head.mean_, np.float32),
+        "scale": np.ascontiguousarray(head.scale_, np.float32),
+        "exemplar_features": np.ascontiguousarray(X_train[keep], np.float32),
+        "exemplar_labels": np.ascontiguousarray(y_train[keep], np.int64),
+    }, os.path.join(folder, HEAD), metadata={"format": "edgetl.head/1", "kind": "softmax", "l2": repr(float(head.l2))})
+    onnx.save(build_train_step(head.mean_, head.scale_), os.path.join(folder, TRAIN_STEP))
+
+
+def check_agreement(bundle: str, val_paths: list[str], host_pred: np.ndarray, y_val: np.ndarray,
+                    seed: int) -> dict:
+    """The device runtime on the bundle (fp32 and int8) against the host's
+    predictions on up to MAX_AGREEMENT_IMAGES validation images."""
+    from ..runtime.predictor import Predictor
+
+    rng = np.random.default_rng(seed)
+    check = np.sort(rng.permutation(len(val_paths))[:MAX_AGREEMENT_IMAGES])
+    check_paths = [val_paths[i] for i in check]
+    out = {}
+    for name, int8 in (("fp32", False), ("int8", True)):
+        pred = Predictor(bundle, int8=int8).predict_proba(check_paths).argmax(axis=1)
+        out[f"agreement_{name}"] = float((pred == host_pred[check]).mean())
+        out[f"bundle_accuracy_{name}"] = float((pred == y_val[check]).mean())
+    out["agreement_n"] = int(len(check))
+    return out
+
+
+def metrics_header(backbone: str, weights_id: str, input_spec, labels: list[str], val_metrics: dict,
+                   train_accuracy: float, agreement: dict) -> dict:
+    """The first keys of every run's metrics.json, whatever trained it."""
+    return {
+        "edgetl_version": __version__,
+        "backbone": backbone,
+        "weights": weights_id,
+        "input_spec": json.loads(input_spec.to_json()),
+        "labels": labels,
+        "val_accuracy": val_metrics["accuracy"],
+        "train_accuracy": train_accuracy,
+        "per_class": val_metrics["per_class"],
+        "confusion_matrix": val_metrics["confusion_matrix"],
+        **agreement,
+    }
+
+
+def counts(folder, used, num_train: int, num_val: int, skipped: list) -> dict:
+    """metrics.json's ``counts``."""
+    return {
+        "images_found": len(folder.paths), "images_used": len(used.paths), "train": int(num_train),
+        "val": int(num_val), "skipped": len(skipped), "duplicates": len(folder.duplicates),
+        "per_class": used.counts(),
+    }
+
+
+def prediction_rows(paths: list[str], classes: list[str], targets, predicted, proba) -> list[dict]:
+    """metrics.json's ``val_predictions``."""
+    return [{"path": p, "label": classes[int(t)], "predicted": classes[int(q)], "probability": float(pr[q])}
+            for p, t, q, pr in zip(paths, targets, predicted, proba)]
+
+
+def finish_bundle(tmp_dir: str, out_dir: str, metrics: dict, config_text: str) -> None:
+    """Sizes into ``metrics``, then metrics.json, config.toml, the report and
+    the model card into ``tmp_dir``, which is then published as ``out_dir``."""
+    from ..report import write_model_card, write_report
+
+    metrics["model_mb"] = {
+        "fp32": os.path.getsize(os.path.join(tmp_dir, MODEL_FP32)) / 1e6,
+        "int8": os.path.getsize(os.path.join(tmp_dir, MODEL_INT8)) / 1e6,
+        "features_int8": os.path.getsize(os.path.join(tmp_dir, FEATURES_INT8)) / 1e6,
+        "head": os.path.getsize(os.path.join(tmp_dir, HEAD)) / 1e6,
+    }
+    write_json(os.path.join(tmp_dir, METRICS), metrics)
+    write_text(os.path.join(tmp_dir, CONFIG), config_text)
+    t = time.perf_counter()
+    write_report(tmp_dir)  # report.html + plots/*.png
+    write_model_card(tmp_dir)  # README.md
+    log.info("wrote the run report (report.html) and the model card (README.md) in %.1f s", time.perf_counter() - t)
+    publish(tmp_dir, out_dir)

@@ -19,8 +19,7 @@ from edgetl.errors import DataError
 from edgetl.finetune import auto_candidates, parse_strategy
 from edgetl.finetune.lean import LeanMode
 from edgetl.finetune.net import build_net
-from edgetl.finetune.planner import estimate, plan, profile_strategy
-from edgetl.finetune.planner import choose
+from edgetl.finetune.planner import choose, estimate, plan, profile_strategy
 from edgetl.training.rundir import state_dir_for
 from edgetl.training import train
 from edgetl.zoo import get_spec
@@ -130,6 +129,7 @@ def test_lean_backward_same_gradients_less_memory():
     assert results[True][2] * 5 < results[False][2]
 
 
+@pytest.mark.slow
 def test_planner_orders_strategies_and_scales_with_batch():
     plans = {p.strategy: p for p in plan(BACKBONE, 1000, 10, SPEC32, 32)}
     assert plans["bias"].estimated_mb < plans["full"].estimated_mb
@@ -142,6 +142,7 @@ def test_planner_orders_strategies_and_scales_with_batch():
     assert big.parts_mb["weights"] == small.parts_mb["weights"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,size,batch", [("full", 32, 32), ("bias", 64, 16)])
 def test_planner_within_25_percent_of_measured_peak(strategy, size, batch):
     """The estimate against the peak resident memory of a real training run
@@ -154,6 +155,7 @@ def test_planner_within_25_percent_of_measured_peak(strategy, size, batch):
     assert 0.75 <= m["estimated_mb"] / m["measured_mb"] <= 1.25, m
 
 
+@pytest.mark.slow
 def test_budget_lowers_batch_size_and_refuses_with_what_fits():
     strategy, p = choose(BACKBONE, "full", 1000, 10, SPEC32, 64, None, 0.2)
     assert (strategy, p.batch_size) == ("full", 64)
@@ -195,7 +197,7 @@ def test_plan_cli_json(digits_dir):
     assert not next(p for p in plans if p["strategy"] == "full")["fits"]
 
 
-@pytest.mark.parametrize("strategy", ["bias", "last-2"])
+@pytest.mark.parametrize("strategy", ["bias", pytest.param("last-2", marks=pytest.mark.slow)])
 def test_fine_tuned_bundle_runs_on_the_device_runtime(digits_dir, tmp_path, strategy):
     from edgetl.runtime import Predictor
     from edgetl.runtime.personalize import Personalizer
@@ -223,6 +225,7 @@ def _train_cmd(data, out, *extra):
             "--batch-size", "8", *extra]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_ends_like_an_uninterrupted_run(digits_dir, tmp_path):
     from safetensors.numpy import load_file
 

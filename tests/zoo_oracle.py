@@ -1,7 +1,7 @@
 """Deterministic weights for parity tests against torchvision.
 
 torchvision cannot be imported on this project's machines, so its outputs
-were recorded once at development time (``tests/data/torchvision/NAME.npz``:
+were recorded once at development time (``tests/zoo/torchvision/NAME.npz``:
 state-dict keys and shapes, and the logits for ``oracle_input``) with weights
 from :func:`deterministic_state`, which depends only on each key's name and
 shape. Loading the same deterministic weights into our model must reproduce
@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 import torch
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "data", "torchvision")
+DATA_DIR = os.path.join(os.path.dirname(__file__), "zoo", "torchvision")
 
 
 def deterministic_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:

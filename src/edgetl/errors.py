@@ -60,3 +60,8 @@ def storage_error(exc: OSError, what: str, folder: str) -> StorageError:
 
 class MissingExtraError(EdgetlError, ImportError):
     """An optional converter (a pip extra) is not installed."""
+
+
+class NotFittedError(EdgetlError, ValueError, AttributeError):
+    """A head (or model) used before ``fit``; like scikit-learn's, also a
+    ValueError and an AttributeError."""

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -19,31 +18,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-dev-shm-usage"]
 
 
-def _folder(root, num_per_class=10, size=36, seed=2):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(num_per_class):
-        for cls in ("ring", "stripes"):
-            os.makedirs(os.path.join(root, cls), exist_ok=True)
-            img = np.clip(rng.normal(rng.integers(60, 200), 25, (size, size, 3)), 0, 255)
-            if cls == "ring":
-                d = (yy - size / 2) ** 2 + (xx - size / 2) ** 2
-                img[(d < (size / 3) ** 2) & (d > (size / 5) ** 2)] = (220, 200, 20)
-            else:
-                img[(yy // 3) % 2 == 0] = (200, 30, 200)
-            Image.fromarray(img.astype(np.uint8)).save(os.path.join(root, cls, f"{i:02d}.png"))
-    return str(root)
-
-
 @pytest.fixture(scope="module")
-def plain_run(tmp_path_factory):
-    """A bundle as 'edgetl train' writes it."""
-    from edgetl.training import train
-
-    root = tmp_path_factory.mktemp("report")
-    data = _folder(root / "photos")
-    train(data, str(root / "run"), image_size=32, progress=False)
-    return str(root / "run"), data
+def plain_run(shared_run):
+    """A bundle as 'edgetl train' writes it (the session's shared one: only read, tests copy it)."""
+    return shared_run.run_dir, shared_run.data_dir
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +34,15 @@ def full_run(plain_run, tmp_path_factory):
     src, data = plain_run
     run = str(tmp_path_factory.mktemp("full") / "run")
     shutil.copytree(src, run)
-    paths = sorted(os.path.join(data, c, f) for c in ("ring", "stripes") for f in os.listdir(os.path.join(data, c)))[::3]
+    labels = open(os.path.join(run, "labels.txt")).read().split()
+    paths = sorted(os.path.join(data, c, f) for c in labels for f in os.listdir(os.path.join(data, c)))[::3]
     preds = Predictor(run).predict(paths)
     m = json.load(open(os.path.join(run, "metrics.json")))
     m["val_predictions"] = [{"path": p, "label": os.path.basename(os.path.dirname(p)), "predicted": r.label,
                              "probability": r.probability} for p, r in zip(paths, preds)]
-    m["val_predictions"].append({"path": os.path.join(data, "gone.png"), "label": "ring", "predicted": "stripes",
+    m["val_predictions"].append({"path": os.path.join(data, "gone.png"), "label": labels[0], "predicted": labels[1],
                                  "probability": 0.99})
-    m["val_predictions"][0]["predicted"] = "stripes" if m["val_predictions"][0]["label"] == "ring" else "ring"
+    m["val_predictions"][0]["predicted"] = next(c for c in labels if c != m["val_predictions"][0]["label"])
     cands = [{"tap": tap, "image_size": size, "head": head, "macs": macs, "latency_ms": lat, "model_mb": mb,
               "val_accuracy": acc, "fits_budget": fits}
              for tap, size, head, macs, lat, mb, acc, fits in [
@@ -182,7 +161,7 @@ def test_model_card(full_run):
     assert "3 candidates" in card and "2 that fit" in card
     assert "| raw pixels | 61.0% |" in card and "| final layer | 83.0% |" in card
     assert f"| accuracy | {metrics['val_accuracy']:.1%} |" in card
-    for label in ("ring", "stripes"):
+    for label in metrics["labels"]:
         assert f"`{label}` (" in card
     assert "VNCoreMLRequest" in card and "Interpreter(" in card and "Predictor(" in card
 
@@ -211,8 +190,8 @@ def test_report_tolerates_partial_optional_fields(full_run, tmp_path):
     m["chosen"] = {"tap": "block4", "head": None, "macs": None, "latency_ms": None}
     m["search"] = {"candidates": [{"tap": "block4", "macs": None, "val_accuracy": None}, "not a dict"]}
     m["baselines"] = {"raw_pixels": {"val_accuracy": None}, "final_layer": "?"}
-    m["val_predictions"] = [{"path": None}, {"path": metrics["val_predictions"][1]["path"], "label": "ring",
-                                             "predicted": "ring", "probability": None}]
+    m["val_predictions"] = [{"path": None}, {"path": metrics["val_predictions"][1]["path"], "label": "disc",
+                                             "predicted": "disc", "probability": None}]
     with open(os.path.join(run, "metrics.json"), "w") as fh:
         json.dump(m, fh)
     page = open(write_report(run), encoding="utf-8").read()

@@ -1,5 +1,6 @@
-"""Backbone: real packaged ImageNet weights, parity with the reference
-implementation, real photos classified right."""
+"""create_backbone with real packaged ImageNet weights (EfficientNet-Lite0):
+parity with the reference implementation, real photos classified right,
+weights from a path, bad weights refused."""
 
 from __future__ import annotations
 
@@ -106,6 +107,7 @@ def test_pickle_payload_is_never_run(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a full-size export at 224 px; tests/zoo/test_taps.py exports lite0 at 64 px by default
 def test_onnx_export_matches_torch(lite0):
     from edgetl.export.backbone_onnx import export_backbone
     from edgetl.runtime.session import make_session

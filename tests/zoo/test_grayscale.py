@@ -15,22 +15,20 @@ from PIL import Image
 
 import edgetl
 from edgetl.data import InputSpec
-from edgetl.zoo import get_spec, list_backbones
+from edgetl.zoo import create_tiny, get_spec, list_backbones
 from edgetl.zoo.grayscale import fold_to_grayscale, gray_input_spec
 from edgetl.zoo.profile import count_macs
 
 IMAGENET = InputSpec(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
 
 
-@pytest.mark.parametrize("name", list_backbones())
-def test_fold_equals_repeated_gray(name):
+def _check_fold(name: str, model) -> None:
     spec = get_spec(name)
     size = max(spec.min_image_size, 40)
     rng = np.random.default_rng(0)
     gray = [Image.fromarray(rng.integers(0, 256, (size + 7, size + 3), dtype=np.uint8), "L") for _ in range(2)]
     # Both the backbone's own normalisation and a per-channel one (which needs
     # the border-aware offset map) must fold exactly.
-    model = edgetl.create_backbone(name, weights=None)
     for rgb in {spec.input_spec.replace(image_size=size), IMAGENET.replace(image_size=size)}:
         folded = fold_to_grayscale(copy.deepcopy(model), spec.stem_conv, rgb, gray_input_spec(rgb))
         x3 = torch.from_numpy(rgb.batch([g.convert("RGB") for g in gray]))
@@ -39,6 +37,18 @@ def test_fold_equals_repeated_gray(name):
         with torch.no_grad():
             a, b = model.forward_features(x3), folded.forward_features(x1)
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(a.abs().max())))
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_fold_equals_repeated_gray_tiny(name):
+    """Every family's stem, in its tiny configuration."""
+    _check_fold(name, create_tiny(name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_backbones())
+def test_fold_equals_repeated_gray(name):
+    _check_fold(name, edgetl.create_backbone(name, weights=None))
 
 
 def test_first_layer_does_a_third_of_the_work():

@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 import edgetl
-from edgetl.export.backbone_onnx import FEATURES_NAME, FINAL_TAP, export_backbone
+from edgetl.export import backbone_onnx
+from edgetl.export.backbone_onnx import FEATURES_NAME, export_backbone
 from edgetl.export.graph_ops import truncate_to_tap
 from edgetl.features.extract import FeatureExtractor
 from edgetl.runtime.session import make_session
-from edgetl.zoo import get_spec, list_backbones
+from edgetl.zoo import FINAL_TAP, get_spec, list_backbones
 from edgetl.zoo._taps import FINAL, tap_names, tap_points, tapped_features
 from edgetl.zoo.grayscale import gray_input_spec
 from edgetl.zoo.profile import profile_backbone, profile_taps, tap_dims, tap_macs
@@ -27,7 +28,7 @@ SIZE = 64  # small input: the taps graph exports in seconds
 
 
 def test_final_is_one_name():
-    assert FINAL == FINAL_TAP == "final"
+    assert FINAL == FINAL_TAP == backbone_onnx.FINAL_TAP == "final"
 
 
 # ------------------------------------------------- every family, meta device

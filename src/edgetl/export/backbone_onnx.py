@@ -9,12 +9,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .._files import atomic_path, cache_path
 from ..data.input_spec import InputSpec
+from ..zoo.registry import FINAL_TAP
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +23,12 @@ EXPORT_VERSION = 1  # bump when the exported graph changes
 INPUT_NAME = "input"
 FEATURES_NAME = "features"
 LOGITS_NAME = "logits"
-FINAL_TAP = "final"  # the tap that is forward_features(x); its output is FEATURES_NAME
 TAP_PREFIX = "tap:"  # output f"tap:{name}" of a taps graph: the pooled map after tap ``name``
 
 
 def tap_output_name(tap: str) -> str:
     """The taps graph output holding tap ``tap``."""
     return FEATURES_NAME if tap == FINAL_TAP else TAP_PREFIX + tap
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("EDGETL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgetl"
-    )
 
 
 @dataclass(frozen=True)
@@ -94,31 +88,40 @@ def _output_widths(path: str, mtime: float) -> dict[str, int]:
     return widths
 
 
-class _Exportable:
-    """Wraps the backbone so the graph has named features (+ logits) outputs,
-    or with ``taps`` every tap's pooled output and the features."""
+def exportable(model, taps: bool = False):
+    """(module, output names) exported for the zoo backbone ``model``: its
+    features (+ logits when it has a classifier), or with ``taps`` every
+    tap's pooled output, the features last (``module.names`` lists the taps)."""
+    import torch
 
-    @staticmethod
-    def build(model, taps: bool = False):
-        import torch
+    if taps:
+        from ..zoo._taps import TappedFeatures
 
-        if taps:
-            from ..zoo._taps import TappedFeatures
+        wrapper = TappedFeatures(model).eval()
+        return wrapper, [tap_output_name(t) for t in wrapper.names]
 
-            return TappedFeatures(model).eval()
+    class Wrapper(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
 
-        class Wrapper(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
+        def forward(self, x):
+            f = self.m.forward_features(x)
+            if self.m.num_classes:
+                return f, self.m.forward_head(f)
+            return (f,)
 
-            def forward(self, x):
-                f = self.m.forward_features(x)
-                if self.m.num_classes:
-                    return f, self.m.forward_head(f)
-                return (f,)
+    return Wrapper(model).eval(), [FEATURES_NAME, LOGITS_NAME] if model.num_classes else [FEATURES_NAME]
 
-        return Wrapper(model).eval()
+
+def _declared_taps(spec) -> tuple[str, ...]:
+    """The taps of ``spec``'s model, read from one built on the meta device."""
+    import torch
+
+    from ..zoo._taps import tap_names
+
+    with torch.device("meta"):
+        return tap_names(spec.builder(num_classes=0))
 
 
 def export_backbone(
@@ -131,21 +134,14 @@ def export_backbone(
     globally average-pooled map after each of the backbone's ``tap_points()``,
     N x C_tap) then ``features``, all from one forward pass, no logits. It is
     cached under its own key; ``graph.taps`` lists the taps, "final" last."""
-    from ..zoo import get_spec, resolve_weights
+    from ..zoo import create_backbone, get_spec, resolve_weights
 
     spec = get_spec(backbone)
     input_spec = input_spec or spec.input_spec
     _, weights_id = resolve_weights(backbone, weights)
-    tap_names: tuple[str, ...] = ()
-    if taps:
-        import torch
-
-        from ..zoo._taps import tap_names as model_tap_names
-
-        with torch.device("meta"):
-            tap_names = model_tap_names(spec.builder(num_classes=0))
+    tap_names = _declared_taps(spec) if taps else ()
     probe = BackboneGraph(backbone, weights_id, input_spec, "", False, tap_names)
-    folder = os.path.join(cache_dir or default_cache_dir(), "models")
+    folder = cache_path(cache_dir, "models")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{backbone}-{probe.key}.onnx")
     if os.path.isfile(path):
@@ -154,25 +150,18 @@ def export_backbone(
         outputs = [o.name for o in onnx.load(path, load_external_data=False).graph.output]
         return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
 
-    from ..zoo import create_backbone
-
     model = create_backbone(backbone, weights=weights)
     if input_spec.channels == "L":
         from ..zoo.grayscale import fold_to_grayscale
 
         fold_to_grayscale(model, spec.stem_conv, spec.input_spec, input_spec)
-    wrapper = _Exportable.build(model, taps=bool(tap_names))
-    has_logits = bool(model.num_classes) and not tap_names
-    if tap_names:
-        if wrapper.names != tap_names:
-            raise RuntimeError(f"{backbone}: taps {wrapper.names} differ from the declared {tap_names}")
-        outputs = [tap_output_name(t) for t in tap_names]
-    else:
-        outputs = [FEATURES_NAME, LOGITS_NAME] if has_logits else [FEATURES_NAME]
+    wrapper, outputs = exportable(model, taps=bool(tap_names))
+    if tap_names and wrapper.names != tap_names:
+        raise RuntimeError(f"{backbone}: taps {wrapper.names} differ from the declared {tap_names}")
     log.info("exporting %s%s at %d px to ONNX (once; cached in %s)", backbone, " with taps" if tap_names else "",
              input_spec.image_size, folder)
     export_module(wrapper, input_spec, path, outputs)
-    return BackboneGraph(backbone, weights_id, input_spec, path, has_logits, tap_names)
+    return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
 
 
 def export_module(module, input_spec: InputSpec, path: str, outputs: list[str]) -> str:
@@ -180,17 +169,14 @@ def export_module(module, input_spec: InputSpec, path: str, outputs: list[str]) 
     ``path`` (written under a temporary name, then renamed), batch dynamic."""
     import torch
 
-    folder = os.path.dirname(os.path.abspath(path))
     example = torch.zeros(2, input_spec.num_channels, input_spec.image_size, input_spec.image_size)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
-    os.close(fd)
     # The exporter narrates every pass; keep the user's log readable.
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnx_ir", "onnxscript")]
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), open(os.devnull, "w") as devnull:
+        with atomic_path(path) as tmp, warnings.catch_warnings(), open(os.devnull, "w") as devnull:
             warnings.simplefilter("ignore")
             with contextlib.redirect_stdout(devnull):
                 torch.onnx.export(
@@ -204,12 +190,9 @@ def export_module(module, input_spec: InputSpec, path: str, outputs: list[str]) 
                     dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
                     verbose=False,
                 )
-        os.replace(tmp, path)
     finally:
         for q, lvl in zip(quiet, levels):
             q.setLevel(lvl)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

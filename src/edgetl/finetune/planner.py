@@ -171,7 +171,7 @@ def estimate(profile: Profile, batch_size: int, num_train: int, num_val: int, nu
     }
     if profile.strategy == "head":
         # The head path keeps the features in RAM: all of them, the training
-        # rows' copy and its shuffled, standardised copy (heads._common).
+        # rows' copy and its shuffled, standardised copy (heads.fitting).
         parts["features"] = 3 * num_images * profile.input_bytes / MB
     # The early-stopping copy is taken between epochs, when no activations are alive.
     train_peak = (parts["weights"] + parts["loading"] + parts["gradients"] + parts["optimizer"] + parts["overhead"]

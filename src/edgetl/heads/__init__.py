@@ -1,30 +1,29 @@
 """Heads trained on frozen backbone features.
 
-All share one scikit-learn-style interface: hyper-parameters in
-``__init__``, ``fit(X, y, X_val=None, y_val=None, num_classes=None)``
-returning ``self``, ``decision_function`` (logits), ``predict_proba``,
-``predict``, and ``onnx_head(features_name, logits_name, prefix)`` giving
-standard ONNX nodes + initializers that compute the logits from raw
-features. Importing this package does not import torch."""
+All keep one scikit-learn-style contract (``edgetl.heads.base.Head``):
+hyper-parameters in ``__init__``, ``fit(X, y, X_val=None, y_val=None,
+num_classes=None)`` returning ``self``, fitted attributes ending in ``_``,
+``decision_function`` (logits), ``predict_proba``, ``predict``, and
+``onnx_head(features_name, logits_name, prefix)`` giving standard ONNX nodes
++ initializers that compute the logits from raw features. Importing this
+package does not import torch.
+
+The kinds live in one registry (``edgetl.heads.registry``). Adding a head is
+one new module with ``@register_head("name")`` on its class, plus its import
+below; the import order is the tie-break order (simplest first)."""
 
 from __future__ import annotations
 
-from ._common import Head, LinearHead, head_model
-from .mlp import MLPHead
-from .ncm import NearestClassMeanHead
-from .softmax import SoftmaxHead
+from .base import Head, LinearHead
+from .onnx_export import head_model
+from .registry import head_class, head_kinds, make_head, make_head_for_run, register_head
 
-_HEADS = {"softmax": SoftmaxHead, "ncm": NearestClassMeanHead, "mlp": MLPHead}
-HEAD_KINDS = tuple(_HEADS)
+# Registration order, kept by hand (not alphabetical): ties in the search go to the earlier.
+from .softmax import SoftmaxHead  # isort: skip
+from .ncm import NearestClassMeanHead  # isort: skip
+from .mlp import MLPHead  # isort: skip
 
-__all__ = ["HEAD_KINDS", "Head", "LinearHead", "MLPHead", "NearestClassMeanHead", "SoftmaxHead", "head_model",
-           "make_head"]
+HEAD_KINDS = head_kinds()
 
-
-def make_head(kind: str, **kwargs) -> Head:
-    """An unfitted head of ``kind`` (one of HEAD_KINDS) with ``kwargs`` as hyper-parameters."""
-    try:
-        cls = _HEADS[kind]
-    except KeyError:
-        raise ValueError(f"unknown head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}") from None
-    return cls(**kwargs)
+__all__ = ["HEAD_KINDS", "Head", "LinearHead", "MLPHead", "NearestClassMeanHead", "SoftmaxHead", "head_class",
+           "head_kinds", "head_model", "make_head", "make_head_for_run", "register_head"]

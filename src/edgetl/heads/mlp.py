@@ -13,10 +13,16 @@ import math
 
 import numpy as np
 
-from ._common import Adam, Head, prepare_training, run_epochs, softmax_nll_grad
+from .base import Head
+from .fitting import Adam, prepare_training, run_epochs, softmax_nll_grad
+from .registry import register_head
 
 
+@register_head("mlp")
 class MLPHead(Head):
+    label = "hidden-layer head"
+    expensive = True  # the search fits it on the best few (size, tap) pairs only
+
     def __init__(self, hidden: int = 256, epochs: int = 50, batch_size: int | None = None,
                  learning_rate: float = 1e-3, l2: float = 1e-4, dropout: float = 0.0, patience: int = 5,
                  seed: int = 0):
@@ -73,6 +79,20 @@ class MLPHead(Head):
         self.intercepts_ = [b1.numpy().copy(), b2.numpy().copy()]
         self.classes_ = np.arange(c)
         return self
+
+    @classmethod
+    def params_for_run(cls, head_params: dict) -> dict:
+        """The run's settings but ``epochs``: two layers take longer to converge, so it keeps its own default."""
+        params = dict(head_params)
+        params.pop("epochs", None)
+        return params
+
+    def refit_params(self) -> dict:
+        """Its own hyper-parameters, for as many epochs as early stopping chose."""
+        return {**super().refit_params(), "epochs": max(1, int(self.best_epoch_))}
+
+    def layer_shapes(self, dim: int, num_classes: int) -> list[tuple[int, int]]:
+        return [(int(self.hidden), dim), (num_classes, int(self.hidden))]
 
     def _layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return list(zip(self.coefs_, self.intercepts_))

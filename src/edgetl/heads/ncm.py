@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import LinearHead, num_classes_of, standardize_
+from .base import LinearHead
+from .fitting import num_classes_of, standardize_
+from .registry import register_head
 
 # Logit offset of a class with no training images: never predicted, still finite.
 ABSENT_CLASS_LOGIT = -1e30
 
 
+@register_head("ncm")
 class NearestClassMeanHead(LinearHead):
     """No hyper-parameters; ``fit`` ignores the validation split except to
     record its accuracy in ``history_``."""
 
+    label = "nearest-class-mean head"
+
     def __init__(self):
         pass
+
+    @classmethod
+    def params_for_run(cls, head_params: dict) -> dict:
+        """None: nothing to tune, no epochs."""
+        return {}
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
             num_classes: int | None = None) -> "NearestClassMeanHead":

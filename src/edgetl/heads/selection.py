@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.folder import stratified_split
-from ._common import num_classes_of
+from .fitting import num_classes_of
 
 MAX_SPLITS = 5
 # Below either threshold a single holdout split is too noisy to rank heads.

@@ -11,15 +11,20 @@ import logging
 
 import numpy as np
 
-from ._common import MIN_STEPS, LinearHead, prepare_training, run_epochs, softmax_nll_grad
-from ._common import Adam as _Adam
+from .base import LinearHead
+from .fitting import MIN_STEPS, prepare_training, run_epochs, softmax_nll_grad
+from .fitting import Adam as _Adam
+from .registry import register_head
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SoftmaxHead", "MIN_STEPS"]
 
 
+@register_head("softmax")
 class SoftmaxHead(LinearHead):
+    label = "softmax head"
+
     def __init__(self, epochs: int = 30, batch_size: int | None = None, learning_rate: float = 1e-3,
                  l2: float = 1e-4, patience: int = 5, seed: int = 0):
         self.epochs = epochs
@@ -59,3 +64,7 @@ class SoftmaxHead(LinearHead):
         self.intercept_ = b.numpy().copy()
         self.classes_ = np.arange(c)
         return self
+
+    def refit_params(self) -> dict:
+        """Its own hyper-parameters, for as many epochs as early stopping chose."""
+        return {**super().refit_params(), "epochs": max(1, int(self.best_epoch_))}

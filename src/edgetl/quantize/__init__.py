@@ -1,72 +1,7 @@
-"""ONNX Runtime static int8 quantization (QDQ, per-channel), calibrated on
-the user's own training images."""
+"""Quantization of a bundle's ONNX graphs: ONNX Runtime static int8 (``int8``)."""
 
 from __future__ import annotations
 
-import logging
-import os
-import tempfile
+from .int8 import quantize_int8
 
-import numpy as np
-import onnx
-
-log = logging.getLogger(__name__)
-
-
-class _Batches:
-    """CalibrationDataReader over float32 NCHW batches."""
-
-    def __init__(self, input_name: str, batches):
-        self._items = iter([{input_name: b} for b in batches])
-
-    def get_next(self):
-        return next(self._items, None)
-
-
-def quantize_int8(fp32_path: str, out_path: str, calibration_batches, input_name: str = "input",
-                  exclude_nodes: tuple[str, ...] = ()) -> None:
-    """Write ``out_path``: activations uint8, weights int8 per channel, QDQ.
-
-    ``exclude_nodes`` stay float (the classifier's Softmax: its probabilities
-    would be rounded to 1/255 steps). Two choices measured on EfficientNet-Lite0
-    (digits at 96 px, top-1 agreement with fp32 on 450 images, this AMD AVX2
-    machine): plain U8S8 per-channel 62 %; the layer reading raw pixels kept in
-    float 96 %. Weights use 7 bits (``reduce_range``) because x86 CPUs without
-    VNNI saturate 8-bit products (ORT's documented advice); that costs nothing
-    measurable here and keeps one bundle right on every CPU."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    folder = os.path.dirname(os.path.abspath(out_path))
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".quant-") as work:
-        prepared = os.path.join(work, "prepared.onnx")
-        # Shape inference + graph optimisation first, as ORT's docs advise:
-        # BatchNorm folded into Conv gets one scale per channel, not two.
-        quant_pre_process(fp32_path, prepared, skip_symbolic_shape=False)
-        model = onnx.load(prepared)
-        # The first layers see raw pixels (a zero point mid-range, values up
-        # to 255): the worst case for int8 saturation, and cheap in float.
-        graph_inputs = {i.name for i in model.graph.input}
-        exclude = list(exclude_nodes) + [
-            n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in graph_inputs
-        ]
-        meta = [(p.key, p.value) for p in onnx.load(fp32_path, load_external_data=False).metadata_props]
-        tmp_out = os.path.join(work, "int8.onnx")
-        quantize_static(
-            model,
-            tmp_out,
-            _Batches(input_name, calibration_batches),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=exclude,
-            reduce_range=True,
-            extra_options={"CalibTensorRangeSymmetric": False},
-        )
-        quantized = onnx.load(tmp_out)
-        del quantized.metadata_props[:]
-        for key, value in meta:
-            quantized.metadata_props.add(key=key, value=value)
-        onnx.save(quantized, out_path)
+__all__ = ["quantize_int8"]

@@ -7,10 +7,12 @@ import base64
 import html
 import io
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 
+from .._files import write_bytes
 from .run import load_run, model_figures, run_name, worst_predictions, write_text_atomic
 
 PLOTS_DIR = "plots"
@@ -33,11 +35,7 @@ def _save(fig, plots_dir: str, name: str) -> bytes:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _figure().close(fig)
     data = buf.getvalue()
-    path = os.path.join(plots_dir, name)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_bytes(os.path.join(plots_dir, name), data)
     return data
 
 
@@ -184,22 +182,27 @@ figure.ok img{border-color:#3a3} .muted{color:#667}
 """
 
 
-def render_report(run_dir: str, plots_dir: str | None = None) -> str:
-    """The HTML text of the report (also writes the PNGs to plots_dir)."""
-    run_dir = os.fspath(run_dir)
-    metrics = load_run(run_dir)
-    labels = metrics["labels"]
-    plots_dir = plots_dir or os.path.join(run_dir, PLOTS_DIR)
-    os.makedirs(plots_dir, exist_ok=True)
-    parts: list[str] = []
-    title = f"edgetl run: {run_name(run_dir)}"
-    figs = model_figures(run_dir, metrics)
-    counts = metrics.get("counts", {})
-    chosen = metrics.get("chosen") if isinstance(metrics.get("chosen"), dict) else {}
-    acc = metrics.get("val_accuracy")
+@dataclass
+class _Page:
+    """What every section of the report reads, gathered once."""
 
-    cards = [("validation accuracy", _fmt(acc, ".1%")),
-             ("classes", str(len(labels))),
+    run_dir: str
+    metrics: dict  # metrics.json (labels from labels.txt)
+    labels: list[str]
+    plots_dir: str
+    figs: dict
+    chosen: dict
+
+    def plot(self, fig, name: str, alt: str) -> str:
+        """The figure as an inline <img>, also saved as plots_dir/name."""
+        return _img(_save(fig, self.plots_dir, name), alt)
+
+
+def _header(p: _Page, title: str) -> list[str]:
+    metrics, figs, chosen = p.metrics, p.figs, p.chosen
+    counts = metrics.get("counts", {})
+    cards = [("validation accuracy", _fmt(metrics.get("val_accuracy"), ".1%")),
+             ("classes", str(len(p.labels))),
              ("images (train / val)", f"{counts.get('train', '?')} / {counts.get('val', '?')}"),
              ("backbone", html.escape(str(metrics.get("backbone", "?")))),
              ("MACs per image", f"{figs['macs'] / 1e6:.1f} M" if figs.get("macs") else "–")]
@@ -210,119 +213,170 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
         if f["latency_ms"] is not None:
             cards.append((f"{key} latency", f"{f['latency_ms']:.2f} ms"))
     spec = metrics.get("input_spec") or {}
-    parts.append(f"<h1>{html.escape(title)}</h1>")
-    parts.append(f'<p class="muted">generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by edgetl '
-                 f'{html.escape(str(metrics.get("edgetl_version", "")))} · input '
-                 f'{spec.get("image_size", "?")}×{spec.get("image_size", "?")} {spec.get("channels", "")}'
-                 + (f' · tap {html.escape(str(chosen["tap"]))}' if chosen.get("tap") else "")
-                 + (f' · head {html.escape(str(chosen["head"]))}' if chosen.get("head") else "") + "</p>")
-    parts.append('<div class="cards">' + "".join(f'<div class="card">{k}<b>{v}</b></div>' for k, v in cards)
-                 + "</div>")
+    return [f"<h1>{html.escape(title)}</h1>",
+            f'<p class="muted">generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by edgetl '
+            f'{html.escape(str(metrics.get("edgetl_version", "")))} · input '
+            f'{spec.get("image_size", "?")}×{spec.get("image_size", "?")} {spec.get("channels", "")}'
+            + (f' · tap {html.escape(str(chosen["tap"]))}' if chosen.get("tap") else "")
+            + (f' · head {html.escape(str(chosen["head"]))}' if chosen.get("head") else "") + "</p>",
+            '<div class="cards">' + "".join(f'<div class="card">{k}<b>{v}</b></div>' for k, v in cards) + "</div>"]
 
-    parts.append("<h2>Model size, compute and speed</h2>")
+
+def _size_and_speed(p: _Page) -> list[str]:
     rows = [[f["file"], _fmt(f["model_mb"], ".2f"), _fmt(f["latency_ms"], ".2f"), html.escape(f["latency_source"])]
-            for f in (figs["fp32"], figs["int8"])]
-    parts.append(_table(["model", "size (MB)", "latency (ms, 1 image)", "latency from"], rows))
-    agreement = [(k, metrics[k]) for k in ("agreement_fp32", "agreement_int8") if k in metrics]
+            for f in (p.figs["fp32"], p.figs["int8"])]
+    parts = ["<h2>Model size, compute and speed</h2>",
+             _table(["model", "size (MB)", "latency (ms, 1 image)", "latency from"], rows)]
+    agreement = [(k, p.metrics[k]) for k in ("agreement_fp32", "agreement_int8") if k in p.metrics]
     if agreement:
         parts.append("<p>Exported models agree with the host head on validation images: "
                      + ", ".join(f"{k.split('_')[1]} {v:.1%}" for k, v in agreement) + ".</p>")
-    exports = metrics.get("exports") or {}
-    if exports:
-        rows = []
-        for fmt, rec in exports.items():
-            rows.append([html.escape(fmt), html.escape(", ".join(str(rec[k]) for k in ("file", "file_int8") if rec.get(k))),
-                         _fmt(rec.get("model_mb"), ".2f"), _fmt(rec.get("model_mb_int8"), ".2f"),
-                         _fmt(rec.get("agreement"), ".1%"), _fmt(rec.get("agreement_int8"), ".1%"),
-                         html.escape(str(rec.get("converter", "")))])
-        parts.append("<h2>Exports</h2>" + _table(
-            ["format", "files", "MB", "int8 MB", "agrees with ONNX", "int8 agrees", "converter"], rows))
+    return parts
 
-    cm = np.asarray(metrics.get("confusion_matrix") or [], dtype=np.int64)
-    if cm.size:
-        parts.append("<h2>Confusion matrix (validation)</h2><p>Rows: true class; columns: predicted class.</p>")
-        parts.append('<div class="row">'
-                     + _img(_save(plot_confusion(cm, labels, False), plots_dir, "confusion_matrix.png"),
-                            "confusion matrix, counts")
-                     + _img(_save(plot_confusion(cm, labels, True), plots_dir, "confusion_matrix_normalized.png"),
-                            "confusion matrix, normalised by row") + "</div>")
-    per_class = metrics.get("per_class") or {}
-    if per_class and all(c in per_class for c in labels):
-        parts.append("<h2>Per-class precision and recall</h2>")
-        rows = [[html.escape(c), _fmt(per_class[c].get("precision")), _fmt(per_class[c].get("recall")),
-                 _fmt(per_class[c].get("f1")), _fmt(per_class[c].get("support"))] for c in labels]
-        parts.append('<div class="row">' + _table(["class", "precision", "recall", "F1", "val images"], rows)
-                     + _img(_save(plot_per_class(per_class, labels), plots_dir, "per_class.png"),
-                            "per-class precision and recall") + "</div>")
-    history = (metrics.get("head") or {}).get("history") or []
-    if history and all("epoch" in h for h in history):
-        parts.append("<h2>Training curve</h2>")
-        best = (metrics.get("head") or {}).get("best_epoch")
-        if best:
-            parts.append(f"<p>The head kept is the one from epoch {best} (early stopping on validation loss).</p>")
-        parts.append(_img(_save(plot_history(history), plots_dir, "training_curve.png"), "training curve"))
 
-    baselines = metrics.get("baselines") if isinstance(metrics.get("baselines"), dict) else {}
+def _exports(p: _Page) -> list[str]:
+    exports = p.metrics.get("exports") or {}
+    if not exports:
+        return []
+    rows = [[html.escape(fmt), html.escape(", ".join(str(rec[k]) for k in ("file", "file_int8") if rec.get(k))),
+             _fmt(rec.get("model_mb"), ".2f"), _fmt(rec.get("model_mb_int8"), ".2f"),
+             _fmt(rec.get("agreement"), ".1%"), _fmt(rec.get("agreement_int8"), ".1%"),
+             html.escape(str(rec.get("converter", "")))] for fmt, rec in exports.items()]
+    return ["<h2>Exports</h2>" + _table(
+        ["format", "files", "MB", "int8 MB", "agrees with ONNX", "int8 agrees", "converter"], rows)]
+
+
+def _confusion(p: _Page) -> list[str]:
+    cm = np.asarray(p.metrics.get("confusion_matrix") or [], dtype=np.int64)
+    if not cm.size:
+        return []
+    return ["<h2>Confusion matrix (validation)</h2><p>Rows: true class; columns: predicted class.</p>",
+            '<div class="row">'
+            + p.plot(plot_confusion(cm, p.labels, False), "confusion_matrix.png", "confusion matrix, counts")
+            + p.plot(plot_confusion(cm, p.labels, True), "confusion_matrix_normalized.png",
+                     "confusion matrix, normalised by row") + "</div>"]
+
+
+def _per_class(p: _Page) -> list[str]:
+    per_class = p.metrics.get("per_class") or {}
+    if not (per_class and all(c in per_class for c in p.labels)):
+        return []
+    rows = [[html.escape(c), _fmt(per_class[c].get("precision")), _fmt(per_class[c].get("recall")),
+             _fmt(per_class[c].get("f1")), _fmt(per_class[c].get("support"))] for c in p.labels]
+    return ["<h2>Per-class precision and recall</h2>",
+            '<div class="row">' + _table(["class", "precision", "recall", "F1", "val images"], rows)
+            + p.plot(plot_per_class(per_class, p.labels), "per_class.png", "per-class precision and recall")
+            + "</div>"]
+
+
+def _training_curve(p: _Page) -> list[str]:
+    head = p.metrics.get("head") or {}
+    history = head.get("history") or []
+    if not (history and all("epoch" in h for h in history)):
+        return []
+    parts = ["<h2>Training curve</h2>"]
+    if head.get("best_epoch"):
+        parts.append(f"<p>The head kept is the one from epoch {head['best_epoch']} (early stopping on validation "
+                     f"loss).</p>")
+    parts.append(p.plot(plot_history(history), "training_curve.png", "training curve"))
+    return parts
+
+
+def _baselines_of(metrics: dict) -> dict:
+    return metrics.get("baselines") if isinstance(metrics.get("baselines"), dict) else {}
+
+
+def _baselines(p: _Page) -> list[str]:
     rows = [[html.escape(name.replace("_", " ")), _fmt(b.get("val_accuracy"), ".1%")]
-            for name, b in baselines.items() if isinstance(b, dict) and b.get("val_accuracy") is not None]
-    if rows:
-        rows.append(["this model", _fmt(acc, ".1%")])
-        parts.append("<h2>Baselines</h2>" + _table(["model", "validation accuracy"], rows))
+            for name, b in _baselines_of(p.metrics).items() if isinstance(b, dict) and b.get("val_accuracy") is not None]
+    if not rows:
+        return []
+    rows.append(["this model", _fmt(p.metrics.get("val_accuracy"), ".1%")])
+    return ["<h2>Baselines</h2>" + _table(["model", "validation accuracy"], rows)]
 
-    search = metrics.get("search") if isinstance(metrics.get("search"), dict) else {}
+
+_SEARCH_KEYS = ["tap", "image_size", "head", "macs", "latency_ms", "model_mb", "val_accuracy", "fits_budget"]
+
+
+def _search_row(c: dict, chosen: dict) -> list[str]:
+    cells = []
+    for k in _SEARCH_KEYS:
+        v = c.get(k)
+        if k == "macs" and v is not None:
+            cells.append(f"{v / 1e6:.1f} M")
+        elif k == "val_accuracy" and v is not None:
+            cells.append(f"{v:.1%}")
+        elif k == "fits_budget":
+            cells.append("yes" if v or v is None else "no")
+        else:
+            cells.append(_fmt(v, ".2f"))
+    if chosen and all(c.get(k) == chosen.get(k) for k in ("tap", "image_size", "head")):
+        cells[0] = f"<b>{cells[0]} (chosen)</b>"
+    return cells
+
+
+def _search(p: _Page) -> list[str]:
+    search = p.metrics.get("search") if isinstance(p.metrics.get("search"), dict) else {}
     candidates = [c for c in search.get("candidates") or [] if isinstance(c, dict)]
-    if candidates:
-        parts.append(f"<h2>Search ({len(candidates)} candidates)</h2>")
-        keys = ["tap", "image_size", "head", "macs", "latency_ms", "model_mb", "val_accuracy", "fits_budget"]
-        order = sorted(candidates, key=lambda c: -float(c.get("val_accuracy") or 0))
-        rows = []
-        for c in order:
-            is_chosen = all(c.get(k) == chosen.get(k) for k in ("tap", "image_size", "head")) if chosen else False
-            cells = []
-            for k in keys:
-                v = c.get(k)
-                if k == "macs" and v is not None:
-                    cells.append(f"{v / 1e6:.1f} M")
-                elif k == "val_accuracy" and v is not None:
-                    cells.append(f"{v:.1%}")
-                elif k == "fits_budget":
-                    cells.append("yes" if v or v is None else "no")
-                else:
-                    cells.append(_fmt(v, ".2f"))
-            if is_chosen:
-                cells[0] = f"<b>{cells[0]} (chosen)</b>"
-            rows.append(cells)
-        parts.append('<div class="row">' + _table(keys, rows))
-        with_macs = [c for c in candidates if c.get("macs") and c.get("val_accuracy") is not None]
-        if with_macs:
-            parts.append(_img(_save(plot_search(with_macs, chosen, baselines.get("final_layer") if isinstance(
-                baselines.get("final_layer"), dict) else None), plots_dir, "accuracy_vs_macs.png"),
-                              "accuracy vs MACs"))
-        parts.append("</div>")
+    if not candidates:
+        return []
+    order = sorted(candidates, key=lambda c: -float(c.get("val_accuracy") or 0))
+    parts = [f"<h2>Search ({len(candidates)} candidates)</h2>",
+             '<div class="row">' + _table(_SEARCH_KEYS, [_search_row(c, p.chosen) for c in order])]
+    with_macs = [c for c in candidates if c.get("macs") and c.get("val_accuracy") is not None]
+    if with_macs:
+        final = _baselines_of(p.metrics).get("final_layer")
+        parts.append(p.plot(plot_search(with_macs, p.chosen, final if isinstance(final, dict) else None),
+                            "accuracy_vs_macs.png", "accuracy vs MACs"))
+    parts.append("</div>")
+    return parts
 
-    worst = worst_predictions(metrics)
-    parts.append("<h2>Worst-classified validation images</h2>")
-    items = []
-    for r in worst:
-        data = _thumbnail(r["path"])
-        if data is None:
-            continue
-        ok = r.get("predicted") == r.get("label")
-        items.append(f'<figure class="{"ok" if ok else "bad"}">{_img(data, os.path.basename(r["path"]), "thumb")}'
-                     f'<figcaption>true <b>{html.escape(str(r.get("label")))}</b><br>predicted '
-                     f'<b>{html.escape(str(r.get("predicted")))}</b> ({float(r.get("probability") or 0):.0%})'
-                     f'<br><span class="muted">{html.escape(os.path.basename(r["path"]))}</span></figcaption></figure>')
-    if items:
-        parts.append('<p>Misclassified first (red border, most confident first), then the least confident '
-                     'correct ones (green).</p><div class="gallery">' + "".join(items) + "</div>")
-    else:
-        parts.append('<p class="muted">No validation images to show (metrics.json lists none, or they were '
-                     'moved since training).</p>')
 
-    skipped = metrics.get("skipped") or []
-    if skipped:
-        parts.append(f"<h2>Skipped files ({len(skipped)})</h2><ul>"
-                     + "".join(f"<li>{html.escape(str(s))}</li>" for s in skipped[:50]) + "</ul>")
+def _figure_of(r: dict) -> str | None:
+    """One gallery entry: thumbnail, true and predicted label (None if the image is unreadable)."""
+    data = _thumbnail(r["path"])
+    if data is None:
+        return None
+    ok = r.get("predicted") == r.get("label")
+    return (f'<figure class="{"ok" if ok else "bad"}">{_img(data, os.path.basename(r["path"]), "thumb")}'
+            f'<figcaption>true <b>{html.escape(str(r.get("label")))}</b><br>predicted '
+            f'<b>{html.escape(str(r.get("predicted")))}</b> ({float(r.get("probability") or 0):.0%})'
+            f'<br><span class="muted">{html.escape(os.path.basename(r["path"]))}</span></figcaption></figure>')
+
+
+def _worst(p: _Page) -> list[str]:
+    items = [item for item in map(_figure_of, worst_predictions(p.metrics)) if item is not None]
+    if not items:
+        return ["<h2>Worst-classified validation images</h2>",
+                '<p class="muted">No validation images to show (metrics.json lists none, or they were '
+                'moved since training).</p>']
+    return ["<h2>Worst-classified validation images</h2>",
+            '<p>Misclassified first (red border, most confident first), then the least confident '
+            'correct ones (green).</p><div class="gallery">' + "".join(items) + "</div>"]
+
+
+def _skipped(p: _Page) -> list[str]:
+    skipped = p.metrics.get("skipped") or []
+    if not skipped:
+        return []
+    return [f"<h2>Skipped files ({len(skipped)})</h2><ul>"
+            + "".join(f"<li>{html.escape(str(s))}</li>" for s in skipped[:50]) + "</ul>"]
+
+
+# The page after its header, section by section, in order.
+SECTIONS = (_size_and_speed, _exports, _confusion, _per_class, _training_curve, _baselines, _search, _worst, _skipped)
+
+
+def render_report(run_dir: str, plots_dir: str | None = None) -> str:
+    """The HTML text of the report (also writes the PNGs to plots_dir)."""
+    run_dir = os.fspath(run_dir)
+    metrics = load_run(run_dir)
+    plots_dir = plots_dir or os.path.join(run_dir, PLOTS_DIR)
+    os.makedirs(plots_dir, exist_ok=True)
+    chosen = metrics.get("chosen") if isinstance(metrics.get("chosen"), dict) else {}
+    page = _Page(run_dir, metrics, metrics["labels"], plots_dir, model_figures(run_dir, metrics), chosen)
+    title = f"edgetl run: {run_name(run_dir)}"
+    parts = _header(page, title) + [part for section in SECTIONS for part in section(page)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
             f'<body>{"".join(parts)}</body></html>\n')

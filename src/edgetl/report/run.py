@@ -1,17 +1,18 @@
-"""What the report and the model card read from a run folder: metrics.json,
-labels.txt and the ONNX files, plus figures measured on the spot when the
-metrics lack them (MACs from the graph, latency with ONNX Runtime)."""
+"""What the report and the model card read from a run folder: metrics.json
+and labels.txt (through ``runtime.bundle.read_run``) and the ONNX files,
+plus figures measured on the spot when the metrics lack them (MACs from the
+graph, latency with ONNX Runtime)."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
 
 import numpy as np
 
-from ..errors import BundleError
+from .._files import write_bytes
+from ..runtime.bundle import read_run
 
 
 def run_name(run_dir: str) -> str:
@@ -25,23 +26,11 @@ def run_name(run_dir: str) -> str:
 
 
 def load_run(run_dir: str) -> dict:
-    run_dir = os.fspath(run_dir)
-    path = os.path.join(run_dir, "metrics.json")
-    if not os.path.isfile(path):
-        raise BundleError(f"{run_dir} has no metrics.json: pass the RUN_DIR written by 'edgetl train'")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            metrics = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{path} is not valid JSON ({exc}); re-run 'edgetl train'") from exc
-    labels = metrics.get("labels")
-    labels_path = os.path.join(run_dir, "labels.txt")
-    if os.path.isfile(labels_path):
-        with open(labels_path, encoding="utf-8") as fh:
-            labels = [line.rstrip("\n") for line in fh if line.strip()]
-    if not labels:
-        raise BundleError(f"{run_dir} has no labels.txt: pass the RUN_DIR written by 'edgetl train'")
-    metrics["labels"] = labels
+    """metrics.json with ``labels`` set to the run's labels (labels.txt, else
+    metrics.json's own); BundleError if the folder is not a run."""
+    run = read_run(run_dir, complete=False)
+    metrics = run.metrics
+    metrics["labels"] = run.labels
     return metrics
 
 
@@ -142,8 +131,4 @@ def worst_predictions(metrics: dict, limit: int = 12) -> list[dict]:
 def write_text_atomic(path: str, text: str) -> str:
     """Write ``text`` to a temporary name beside ``path``, then rename it over
     ``path``. Non-UTF-8 file names (surrogates) are written escaped."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, text.encode("utf-8", "backslashreplace"))

@@ -10,7 +10,12 @@ For learning on the device it also holds the same model in three parts:
 standardised features, the standardisation ``mean`` and ``scale``, and
 ``exemplar_features`` / ``exemplar_labels``: a few training features per class
 so old classes are rehearsed when new ones are learned) and ``train_step.onnx``
-(one gradient step of the head; see ``edgetl.export.train_step``)."""
+(one gradient step of the head; see ``edgetl.export.train_step``).
+
+This module is the one reader of a run folder: :func:`read_bundle` and
+:func:`read_device_files` for the device (every file checked against the
+others; ONNX files read with ``onnx_info``, no onnx package), and
+:func:`read_run` / :func:`read_metrics` for the host's export and report."""
 
 from __future__ import annotations
 
@@ -18,10 +23,9 @@ import json
 import os
 from dataclasses import dataclass
 
-import onnx
-
 from ..data.input_spec import InputSpec
 from ..errors import BundleError
+from .onnx_info import OnnxInfo, WireError, read_onnx_info
 
 FORMAT_VERSION = "1"
 MODEL_FP32 = "model.onnx"
@@ -55,44 +59,37 @@ def read_labels(path: str) -> list[str]:
         return [line.rstrip("\n") for line in fh if line.rstrip("\n")]
 
 
-def _all_tensors(graph: onnx.GraphProto):
-    """Every TensorProto of a graph: initializers, sparse ones, and constants
-    inside node attributes, subgraphs (If / Loop bodies) included."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _all_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _all_tensors(sub)
-
-
-def check_external_data(model: onnx.ModelProto, model_path: str) -> None:
+def check_external_data(info: OnnxInfo, model_path: str) -> None:
     """Refuse tensors stored outside the model's own folder.
 
     An ONNX file may keep its weights in side files named by a path; a model
     received from someone else could name ``../../home/you/.ssh/id_rsa`` or
     ``/etc/shadow`` and have it read as weights (ONNX's path-traversal CVEs).
     edgetl never writes external data; a side file is accepted only when it
-    resolves, symlinks followed, inside the model's folder."""
+    resolves, symlinks followed, inside the model's folder. (Recent ONNX
+    Runtime releases refuse such paths too; this check does not depend on it.)"""
     folder = os.path.realpath(os.path.dirname(os.path.abspath(model_path)))
-    for tensor in _all_tensors(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = os.path.realpath(os.path.join(folder, location))
-        if (not location or os.path.isabs(location) or ".." in location.replace("\\", "/").split("/")
-                or os.path.commonpath([folder, target]) != folder):
-            raise BundleError(
-                f"'{model_path}' reads tensor '{tensor.name}' from '{location}', outside its own folder; refused "
-                f"(a model must not read other files): re-export it with its weights inside the .onnx file"
-            )
+    for name, locations in info.external:
+        for location in locations or [""]:
+            target = os.path.realpath(os.path.join(folder, location))
+            if (not location or os.path.isabs(location) or ".." in location.replace("\\", "/").split("/")
+                    or os.path.commonpath([folder, target]) != folder):
+                raise BundleError(
+                    f"'{model_path}' reads tensor '{name}' from '{location}', outside its own folder; refused "
+                    f"(a model must not read other files): re-export it with its weights inside the .onnx file"
+                )
+
+
+def read_model_info(path: str, again: str = "re-run 'edgetl train'") -> OnnxInfo:
+    """Metadata, inputs and outputs of the ONNX file at ``path``, read
+    without loading it; BundleError (ending with ``again``: what to do) if it
+    is not readable ONNX, or if it names side files outside its folder."""
+    try:
+        info = read_onnx_info(path)
+    except (OSError, WireError, RecursionError):
+        raise BundleError(f"'{path}' is not a readable ONNX model; {again}") from None
+    check_external_data(info, path)
+    return info
 
 
 def _interrupted_hint(run_dir: str) -> str:
@@ -106,7 +103,42 @@ def _interrupted_hint(run_dir: str) -> str:
     return f" (an interrupted 'edgetl train' left the previous bundle as '{old[-1]}': rename it back)" if old else ""
 
 
+def _embedded(meta: dict[str, str], model_path: str, fix: str) -> tuple[list[str], InputSpec]:
+    """The labels and InputSpec a model carries in its metadata."""
+    if KEY_LABELS not in meta or KEY_SPEC not in meta:
+        raise BundleError(f"'{model_path}' carries no edgetl metadata (labels, input spec); {fix}")
+    try:
+        for key in (KEY_LABELS, KEY_SPEC):
+            meta[key].encode("utf-8")  # text that is not UTF-8 (read as surrogates): damaged
+        embedded = json.loads(meta[KEY_LABELS])
+        spec = InputSpec.from_json(meta[KEY_SPEC])
+        if not (isinstance(embedded, list) and embedded and all(isinstance(x, str) for x in embedded)):
+            raise TypeError("labels are not a list of names")  # found by bench/fuzz.py: "null"
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise BundleError(f"'{model_path}' has damaged edgetl metadata; {fix} again") from None
+    return embedded, spec
+
+
+def _check_io(info: OnnxInfo, model_path: str, labels: list[str], spec: InputSpec, fix: str) -> None:
+    """The graph outputs one probability per label and takes the images the spec makes."""
+    out = [dims for name, dims in info.outputs if name == OUTPUT_NAME]
+    dims = out[0] if out else []
+    if not out or len(dims) != 2 or (dims[1] and dims[1] != len(labels)):
+        raise BundleError(f"'{model_path}' does not output {len(labels)} class probabilities; {fix} again")
+    inputs = [dims for name, dims in info.inputs if name == INPUT_NAME]
+    dims = [d or None for d in inputs[0]] if inputs else []
+    expected = [spec.num_channels, spec.image_size, spec.image_size]
+    # The spec decides how big each preprocessed image is: it must be the size
+    # the graph takes, or a damaged spec could ask for any amount of memory.
+    if len(dims) != 4 or dims[1:] != expected:
+        raise BundleError(f"'{model_path}' does not take '{INPUT_NAME}' images of {expected} (N x C x H x W) as its "
+                          f"input spec says; {fix} again")
+
+
 def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
+    """The bundle in ``run_dir`` for prediction, every part checked against
+    the others (labels.txt, the model's metadata, its input and output
+    shapes, its side files); BundleError naming what is wrong otherwise."""
     run_dir = os.fspath(run_dir)
     fix = "pass a folder written by 'edgetl train'"
     if not os.path.isdir(run_dir):
@@ -117,21 +149,8 @@ def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
     labels_path = os.path.join(run_dir, LABELS)
     if not os.path.isfile(labels_path):
         raise BundleError(f"'{run_dir}' is not a complete bundle: {LABELS} is missing; {fix} again")
-    try:
-        model = onnx.load(model_path, load_external_data=False)
-    except Exception:
-        raise BundleError(f"'{model_path}' is not a readable ONNX model; {fix} again") from None
-    check_external_data(model, model_path)
-    meta = {p.key: p.value for p in model.metadata_props}
-    if KEY_LABELS not in meta or KEY_SPEC not in meta:
-        raise BundleError(f"'{model_path}' carries no edgetl metadata (labels, input spec); {fix}")
-    try:
-        embedded = json.loads(meta[KEY_LABELS])
-        spec = InputSpec.from_json(meta[KEY_SPEC])
-        if not (isinstance(embedded, list) and embedded and all(isinstance(x, str) for x in embedded)):
-            raise TypeError("labels are not a list of names")  # found by bench/fuzz.py: "null"
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        raise BundleError(f"'{model_path}' has damaged edgetl metadata; {fix} again") from None
+    info = read_model_info(model_path, f"{fix} again")
+    embedded, spec = _embedded(info.metadata, model_path, fix)
     try:
         labels = read_labels(labels_path)
     except (UnicodeDecodeError, OSError):
@@ -141,19 +160,8 @@ def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
             f"{LABELS} in '{run_dir}' ({len(labels)} labels) does not match the model's own labels "
             f"({len(embedded)}); restore {LABELS} or {fix} again"
         )
-    out = [o for o in model.graph.output if o.name == OUTPUT_NAME]
-    dims = out[0].type.tensor_type.shape.dim if out else []
-    if not out or len(dims) != 2 or (dims[1].dim_value and dims[1].dim_value != len(labels)):
-        raise BundleError(f"'{model_path}' does not output {len(labels)} class probabilities; {fix} again")
-    inputs = [i for i in model.graph.input if i.name == INPUT_NAME]
-    dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
-    expected = [spec.num_channels, spec.image_size, spec.image_size]
-    # The spec decides how big each preprocessed image is: it must be the size
-    # the graph takes, or a damaged spec could ask for any amount of memory.
-    if len(dims) != 4 or dims[1:] != expected:
-        raise BundleError(f"'{model_path}' does not take '{INPUT_NAME}' images of {expected} (N x C x H x W) as its "
-                          f"input spec says; {fix} again")
-    return Bundle(run_dir, model_path, labels, spec, meta.get(KEY_BACKBONE, "unknown"))
+    _check_io(info, model_path, labels, spec, fix)
+    return Bundle(run_dir, model_path, labels, spec, info.metadata.get(KEY_BACKBONE, "unknown"))
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,7 @@ HEAD_ARRAYS = ("weight", "bias", "mean", "scale", "exemplar_features", "exemplar
 
 
 def read_device_files(run_dir: str, int8: bool = False) -> DeviceFiles:
+    """The bundle plus its on-device learning files (features model, head, train step), checked."""
     from safetensors import SafetensorError, safe_open
 
     bundle = read_bundle(run_dir, int8=int8)
@@ -181,12 +190,7 @@ def read_device_files(run_dir: str, int8: bool = False) -> DeviceFiles:
         if not os.path.isfile(path):
             raise BundleError(f"'{bundle.run_dir}' has no {name}; {again}")
         if name != HEAD:
-            try:
-                check_external_data(onnx.load(path, load_external_data=False), path)
-            except BundleError:
-                raise
-            except Exception:
-                raise BundleError(f"'{path}' is not a readable ONNX model; {again}") from None
+            read_model_info(path, again)
     try:
         with safe_open(paths[HEAD], framework="numpy") as fh:
             head = {key: fh.get_tensor(key) for key in fh.keys()}
@@ -200,3 +204,72 @@ def read_device_files(run_dir: str, int8: bool = False) -> DeviceFiles:
             or head["exemplar_features"].shape[1:] != shape[1:]):
         raise BundleError(f"'{paths[HEAD]}' does not match the bundle's {len(bundle.labels)} labels; {again}")
     return DeviceFiles(bundle, paths[FEATURES_INT8 if int8 else FEATURES_FP32], paths[TRAIN_STEP], head, l2)
+
+
+# ---------------------------------------------------------------- the host's view: metrics.json
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """What the host tools (export, report, model card) read from a run folder."""
+
+    run_dir: str
+    labels: list[str]
+    metrics: dict  # metrics.json as written by 'edgetl train' (and 'edgetl export')
+    input_spec: dict | None  # the InputSpec as a dict: metrics.json's, else the model's own
+
+
+_TRAIN_FIX = "pass the RUN_DIR written by 'edgetl train'"
+
+
+def read_metrics(run_dir: str) -> dict:
+    """RUN_DIR/metrics.json (BundleError if missing or not JSON)."""
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.isfile(path):
+        raise BundleError(f"{run_dir} has no {METRICS}: {_TRAIN_FIX}")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            return json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{path} is not valid JSON ({exc}); re-run 'edgetl train'") from exc
+
+
+def _run_labels(run_dir: str, fallback) -> list[str]:
+    """labels.txt, else ``fallback`` (metrics.json's labels); BundleError if neither."""
+    path = os.path.join(run_dir, LABELS)
+    labels = fallback
+    if os.path.isfile(path):
+        try:
+            labels = read_labels(path)
+        except (UnicodeDecodeError, OSError):
+            raise BundleError(f"{LABELS} in '{run_dir}' is not readable UTF-8 text; restore it or "
+                              f"re-run 'edgetl train'") from None
+    if not labels:
+        raise BundleError(f"{run_dir} has no {LABELS}: {_TRAIN_FIX}")
+    return list(labels)
+
+
+def read_run(run_dir: str, complete: bool = True) -> RunFolder:
+    """The run folder as the host tools see it.
+
+    ``complete`` (export): the folder must hold model.onnx, labels.txt and
+    metrics.json; the InputSpec comes from metrics.json or, for older runs,
+    model.onnx's metadata. Otherwise (report, model card) metrics.json is
+    enough: labels come from labels.txt or metrics.json's ``labels``."""
+    run_dir = os.fspath(run_dir)
+    if complete:
+        if not os.path.isdir(run_dir):
+            raise BundleError(f"{run_dir} is not a folder: {_TRAIN_FIX}")
+        for name in (MODEL_FP32, LABELS, METRICS):
+            if not os.path.isfile(os.path.join(run_dir, name)):
+                raise BundleError(f"{run_dir} has no {name}: {_TRAIN_FIX}")
+    metrics = read_metrics(run_dir)
+    labels = _run_labels(run_dir, None if complete else metrics.get("labels"))
+    spec = metrics.get("input_spec")
+    if spec is None and complete:
+        model_path = os.path.join(run_dir, MODEL_FP32)
+        meta = read_model_info(model_path, "re-run 'edgetl train'").metadata
+        if KEY_SPEC not in meta:
+            raise BundleError(f"'{model_path}' carries no edgetl metadata (labels, input spec); re-run 'edgetl train'")
+        spec = json.loads(meta[KEY_SPEC])
+    return RunFolder(run_dir, labels, metrics, spec)

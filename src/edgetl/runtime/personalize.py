@@ -10,8 +10,10 @@ works in any app that has ONNX Runtime (numpy + onnxruntime + Pillow here,
 never torch).
 
 The state is one safetensors file in ``state_dir``, replaced atomically by
-:meth:`Personalizer.save` (written to a temporary name, flushed, renamed): a
-process killed while saving leaves the previous state."""
+:meth:`Personalizer.save` (written to a temporary name, flushed, renamed): a process killed while saving leaves the previous state.
+The device runtime does this itself rather than through the host's
+``edgetl._files``: it depends on nothing but numpy, onnxruntime, Pillow,
+safetensors and ``edgetl.data``/``edgetl.errors``."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import glob
 import hashlib
 import json
 import os
-import tempfile
+from contextlib import suppress
 
 import numpy as np
 
@@ -39,6 +41,43 @@ def _file_sha256(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _sweep_debris(state_dir: str) -> None:
+    """Remove the temporary files of writers killed mid-save
+    (``.personal.safetensors.tmp-PID`` of a process that is gone; older
+    releases named them ``.personal.safetensors.XXXX.tmp``)."""
+    for stale in glob.glob(os.path.join(glob.escape(state_dir), f".{STATE_FILE}.*")):
+        pid = stale.rsplit("-", 1)[-1]
+        if stale.endswith(".tmp") or (pid.isdigit() and not _pid_alive(int(pid))):
+            with suppress(OSError):
+                os.unlink(stale)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    """``data`` to ``.NAME.tmp-PID`` beside ``path``, flushed to the disk, then renamed over it."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -133,22 +172,12 @@ class Personalizer:
         }
         arrays = {"weight": self.weight, "bias": self.bias, "features": self.stored_features,
                   "labels": self.stored_labels}
-        for stale in glob.glob(os.path.join(glob.escape(self.state_dir), f".{STATE_FILE}.*.tmp")):
-            os.unlink(stale)  # left by a writer that was killed mid-save
+        _sweep_debris(self.state_dir)
         data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
-        tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=self.state_dir)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            _write_durably(path, data)
         except OSError as exc:  # disk full, read-only: the previous state stays as it was
             raise storage_error(exc, f"the learning state {STATE_FILE}", self.state_dir) from None
-        finally:
-            if tmp and os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     # -- learning ----------------------------------------------------------

@@ -10,7 +10,6 @@ latency is measured with ONNX Runtime on this machine, batch 1, one thread
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import tempfile
@@ -19,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..export.backbone_onnx import INPUT_NAME, FEATURES_NAME, default_cache_dir
+from ..export.backbone_onnx import FEATURES_NAME, INPUT_NAME
+from ..heads import make_head
+from .cache import JsonCache
 
 LATENCY_RUNS = 20
 LATENCY_THREADS = 1
-MLP_HIDDEN = 256
 
 
 @dataclass(frozen=True)
@@ -36,44 +36,13 @@ class TapCost:
 
 
 def head_cost(kind: str, dim: int, num_classes: int) -> tuple[int, float]:
-    """(MACs, fp32 MB) of a head on ``dim`` features: its Gemm weights plus
-    the standardisation (mean and scale)."""
-    if kind == "mlp":
-        params = dim * MLP_HIDDEN + MLP_HIDDEN + MLP_HIDDEN * num_classes + num_classes
-        macs = dim * MLP_HIDDEN + MLP_HIDDEN * num_classes
-    else:  # softmax, ncm: one C x D layer
-        params = dim * num_classes + num_classes
-        macs = dim * num_classes
-    return macs, (params + 2 * dim) * 4 / 1e6
+    """(MACs, fp32 MB) of a ``kind`` head with its default hyper-parameters
+    on ``dim`` features: its layers plus the standardisation (``Head.cost``)."""
+    return make_head(kind).cost(dim, num_classes)
 
 
 def _machine_id() -> str:
     return f"{platform.machine()}-{platform.processor() or 'cpu'}-{os.cpu_count()}"
-
-
-class JsonCache:
-    """A dict kept in one JSON file under the cache folder, replaced
-    atomically on :meth:`save` (and only when something was added)."""
-
-    def __init__(self, name: str, cache_dir: str | None = None):
-        self.path = os.path.join(cache_dir or default_cache_dir(), name)
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                self.data = json.load(fh)
-        except (OSError, ValueError):
-            self.data = {}
-        self._size = len(self.data)
-
-    def save(self) -> None:
-        if len(self.data) == self._size:
-            return
-        folder = os.path.dirname(self.path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cache.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh)
-        os.replace(tmp, self.path)
-        self._size = len(self.data)
 
 
 class LatencyCache(JsonCache):

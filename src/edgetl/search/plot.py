@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+from .._files import atomic_path
+from ..heads import head_kinds
+
+# matplotlib's ten categorical colours: one per head kind, in registration order.
+HEAD_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+               "tab:olive", "tab:cyan")
 
 
 def plot_candidates(candidates, chosen, path: str, baselines: dict | None = None, title: str = "") -> str:
@@ -16,7 +20,7 @@ def plot_candidates(candidates, chosen, path: str, baselines: dict | None = None
     scored = [c for c in candidates if c.val_accuracy is not None]
     sizes = sorted({c.image_size for c in scored})
     markers = dict(zip(sizes, "os^Dvp<>h"))
-    colors = {"softmax": "tab:blue", "ncm": "tab:orange", "mlp": "tab:green"}
+    colors = {kind: HEAD_COLORS[i % len(HEAD_COLORS)] for i, kind in enumerate(head_kinds())}
     fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
     for head, color in colors.items():
         for size in sizes:
@@ -38,14 +42,9 @@ def plot_candidates(candidates, chosen, path: str, baselines: dict | None = None
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

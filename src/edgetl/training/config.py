@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from ..errors import DataError
+from ..heads import HEAD_KINDS
 
 MAX_IMAGE_SIZE = 1024  # a 1024 px float32 batch of 32 is already 400 MB
 MIN_IMAGE_SIZE = 16
@@ -78,8 +79,6 @@ def _strategy(v):
 
 
 def _heads(v):
-    from ..heads import HEAD_KINDS
-
     unknown = [h for h in v if h not in HEAD_KINDS]
     if unknown:
         raise DataError(f"Unknown head {unknown[0]!r}; choose from {', '.join(HEAD_KINDS)}")
@@ -107,7 +106,7 @@ class TrainConfig:
                           "budget; off: softmax head on the final layer at the default size (the naive recipe)",
                           type=str, choices=("on", "off"))
     tap: str | None = setting(None, "pin the tap point (e.g. block7, final); see metrics.json for the list", type=str)
-    heads: tuple | None = setting(None, "heads to try, comma-separated: softmax,ncm,mlp", type=tuple,
+    heads: tuple | None = setting(None, f"heads to try, comma-separated: {','.join(HEAD_KINDS)}", type=tuple,
                                   metavar="LIST", check=_heads)
     max_latency_ms: float | None = setting(None, "budget: batch-1 latency measured here (ONNX Runtime, 1 thread)",
                                            type=float, check=_positive)

@@ -1,3 +1,6 @@
+"""The softmax head on synthetic blobs with features of very different
+scales: fit, predict, folding the standardisation, determinism, early stopping."""
+
 from __future__ import annotations
 
 import numpy as np

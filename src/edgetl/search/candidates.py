@@ -1,0 +1,94 @@
+"""The (size, tap, head) candidates: their costs and budget verdict before
+anything is extracted, the table the console shows, and the choice."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..heads import head_class, head_kinds
+from .costs import TapCost, tap_costs
+from .sizes import Budget
+
+TIE_TOLERANCE = 0.005  # half a point of accuracy
+
+
+@dataclass
+class Candidate:
+    image_size: int
+    tap: str
+    head: str
+    dim: int
+    macs: int  # backbone up to the tap + head, batch 1
+    model_mb: float  # fp32: cut backbone + head
+    latency_ms: float | None  # cut backbone, ONNX Runtime, batch 1, one thread
+    fits_budget: bool = True
+    over_budget: list[str] = field(default_factory=list)
+    val_accuracy: float | None = None  # the selection score (k-fold mean or holdout); None: not scored
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.tap}@{self.image_size}px/{self.head}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["macs"] = int(d["macs"])
+        return d
+
+
+def format_table(candidates: list[Candidate], chosen: Candidate | None = None, limit: int | None = None) -> str:
+    """The candidates as a fixed-width table, best first ('*' marks the chosen)."""
+    scored = sorted((c for c in candidates if c.val_accuracy is not None),
+                    key=lambda c: (-c.val_accuracy, c.macs, c.model_mb))
+    rest = [c for c in candidates if c.val_accuracy is None]
+    rows = scored + rest
+    if limit is not None:
+        rows = rows[:limit]
+    lines = [f"  {'tap':<8} {'size':>4} {'head':<7} {'val acc':>7} {'MACs':>8} {'latency':>9} {'model':>8}  note"]
+    for c in rows:
+        mark = "*" if chosen is not None and c is chosen else " "
+        acc = f"{c.val_accuracy:.1%}" if c.val_accuracy is not None else "-"
+        lat = f"{c.latency_ms:.2f} ms" if c.latency_ms is not None else "-"
+        note = c.note or ("; ".join(c.over_budget) if c.over_budget else "")
+        lines.append(f"{mark} {c.tap:<8} {c.image_size:>4} {c.head:<7} {acc:>7} {c.macs / 1e6:7.1f}M {lat:>9} "
+                     f"{c.model_mb:6.2f}MB  {note}".rstrip())
+    return "\n".join(lines)
+
+
+def choose(candidates: list[Candidate], tolerance: float = TIE_TOLERANCE) -> Candidate:
+    """The best-scored candidate; within ``tolerance`` of the best, the
+    cheapest (MACs, then size, then the simpler head: registered first)."""
+    scored = [c for c in candidates if c.val_accuracy is not None and c.fits_budget]
+    if not scored:
+        raise ValueError("no scored candidate")
+    best = max(c.val_accuracy for c in scored)
+    ties = [c for c in scored if c.val_accuracy >= best - tolerance - 1e-12]
+    order = head_kinds()
+    return min(ties, key=lambda c: (c.macs, c.model_mb, order.index(c.head)))
+
+
+def plan_candidates(backbone: str, graphs: dict, num_classes: int, heads: tuple[str, ...],
+                    taps: tuple[str, ...] | None, budget: Budget, cache_dir: str | None) -> list[Candidate]:
+    """Every (size, tap, head) with its costs and budget verdict; nothing is
+    extracted. A head's cost is its default configuration's (``Head.cost``)."""
+    defaults = {kind: head_class(kind)() for kind in heads}
+    out = []
+    for size, graph in graphs.items():
+        costs: dict[str, TapCost] = tap_costs(graph, backbone, measure_latency=True, cache_dir=cache_dir, taps=taps)
+        for tap, cost in costs.items():
+            for kind in heads:
+                hm, hmb = defaults[kind].cost(cost.dim, num_classes)
+                c = Candidate(size, tap, kind, cost.dim, cost.macs + hm, cost.model_mb + hmb, cost.latency_ms)
+                c.over_budget = budget.over(c.macs, c.model_mb, c.latency_ms)
+                c.fits_budget = not c.over_budget
+                out.append(c)
+    return out
+
+
+def no_fit_message(candidates: list[Candidate], budget: Budget) -> str:
+    cheapest = min(candidates, key=lambda c: (c.macs, c.model_mb))
+    lat = f", {cheapest.latency_ms:.2f} ms" if cheapest.latency_ms is not None else ""
+    return (f"No candidate fits the budget ({'; '.join(cheapest.over_budget)} for the cheapest): the cheapest is "
+            f"{cheapest.tap} at {cheapest.image_size} px with the {cheapest.head} head, "
+            f"{cheapest.macs / 1e6:.1f}M MACs, {cheapest.model_mb:.2f} MB{lat}; raise the budget "
+            f"(--max-macs / --max-model-mb / --max-latency-ms)")

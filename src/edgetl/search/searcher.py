@@ -1,0 +1,122 @@
+"""One search over (input size, tap, head): costs on construction, one
+extraction pass for every size, then scoring and the choice."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import numpy as np
+
+from ..errors import DataError
+from ..heads import HEAD_KINDS, head_class
+from ..zoo import FINAL_TAP
+from .baseline import NaiveBaseline, naive_baseline
+from .candidates import TIE_TOLERANCE, Candidate, choose, format_table, no_fit_message, plan_candidates
+from .scoring import ScoreCache, make_scorer, score_candidates, single_thread
+from .sizes import Budget
+
+log = logging.getLogger(__name__)
+
+
+class Search:
+    """One search: costs on construction (nothing read yet), then
+    :meth:`extract` (every size in one pass over the images), then
+    :meth:`score` (returns the chosen candidate)."""
+
+    def __init__(self, backbone: str, weights, base_spec, sizes: list[int], num_classes: int,
+                 heads: tuple[str, ...] = HEAD_KINDS, taps: tuple[str, ...] | None = None, budget: Budget = Budget(),
+                 baseline_size: int | None = None, cache_dir: str | None = None):
+        from ..export.backbone_onnx import export_backbone
+
+        self.backbone, self.num_classes, self.heads, self.budget = backbone, num_classes, tuple(heads), budget
+        self.cache_dir = cache_dir
+        self.timings: dict[str, float] = {}
+        t = time.perf_counter()
+        wanted = sorted(set(sizes) | ({baseline_size} if baseline_size else set()), reverse=True)
+        self.graphs = {size: export_backbone(backbone, weights=weights, input_spec=base_spec.replace(image_size=size),
+                                             cache_dir=cache_dir, taps=True) for size in wanted}
+        self.timings["export_s"] = time.perf_counter() - t
+        all_taps = self.graphs[wanted[0]].taps
+        if taps is not None:
+            unknown = [tp for tp in taps if tp not in all_taps]
+            if unknown:
+                raise DataError(f"Unknown tap {unknown[0]!r} for {backbone}; choose one of {', '.join(all_taps)}")
+        t = time.perf_counter()
+        self.candidates = plan_candidates(backbone, {s: self.graphs[s] for s in sorted(sizes, reverse=True)},
+                                          num_classes, self.heads, taps, budget, cache_dir)
+        self.timings["costs_s"] = time.perf_counter() - t
+        if not any(c.fits_budget for c in self.candidates):
+            raise DataError(no_fit_message(self.candidates, budget))
+        for c in self.candidates:
+            if not c.fits_budget:
+                c.note = "over budget: " + "; ".join(c.over_budget)
+        self.sizes = sorted({c.image_size for c in self.candidates if c.fits_budget}, reverse=True)
+        self.baseline_size = baseline_size
+        self.extract_sizes = sorted(set(self.sizes) | ({baseline_size} if baseline_size else set()), reverse=True)
+        self.features: dict = {}
+        self.protocol: dict = {}
+        self.chosen: Candidate | None = None
+
+    def extract(self, paths: list[str], progress: bool | None = None):
+        """Features of every tap at every size that has a candidate left
+        (and the baseline's size), one decode per image; returns the first
+        size's Extraction (its ``ok``/``skipped`` hold for all)."""
+        from ..features.multi import extract_many
+
+        t = time.perf_counter()
+        out = extract_many([self.graphs[s] for s in self.extract_sizes], list(paths), cache_dir=self.cache_dir,
+                           progress=progress, desc="extracting features")
+        self.features = dict(zip(self.extract_sizes, out))
+        self.timings["features_s"] = time.perf_counter() - t
+        return out[0]
+
+    def table(self, limit: int | None = None) -> str:
+        return format_table(self.candidates, self.chosen, limit)
+
+    @staticmethod
+    def head_kwargs(kind: str, head_params: dict) -> dict:
+        """A ``kind`` head's hyper-parameters out of the run's common head
+        settings: ``head_class(kind).params_for_run(head_params)``."""
+        return head_class(kind).params_for_run(head_params)
+
+    def score(self, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, seed: int = 0,
+              head_params: dict | None = None) -> Candidate:
+        """Score the candidates within budget on the extracted rows
+        (``y``: their labels; ``train_idx``/``val_idx``: the run's holdout
+        split of those rows) and return the choice."""
+        t = time.perf_counter()
+        y = np.asarray(y)
+        head_params = head_params or {}
+        fit_score, self.protocol = make_scorer(y, train_idx, val_idx, self.num_classes, seed, head_params,
+                                               self.head_kwargs)
+        scores = ScoreCache(self.cache_dir)
+        context = scores.context(y, train_idx, val_idx, self.protocol, seed, head_params)
+        digests = {}  # image_size -> digest of its feature rows
+
+        def score(c: Candidate) -> float:
+            if c.image_size not in digests:
+                digests[c.image_size] = hashlib.sha256(self.features[c.image_size].features.tobytes()).hexdigest()
+            key = f"{context}|{digests[c.image_size]}|{c.tap}|{c.head}"
+            if key not in scores.data:
+                scores.data[key] = fit_score(self.features[c.image_size].tap(c.tap), c.head)
+            return scores.data[key]
+
+        live = [c for c in self.candidates if c.fits_budget]
+        log.info("scoring %d candidates by %s", len(live), self.protocol["description"])
+        with single_thread():
+            score_candidates(live, score)
+        scores.save()
+        self.timings["scoring_s"] = time.perf_counter() - t
+        self.protocol["tie_tolerance"] = TIE_TOLERANCE
+        self.chosen = choose(self.candidates)
+        return self.chosen
+
+    def naive_baseline(self, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+                       head_params: dict) -> NaiveBaseline:
+        """The softmax head on the final layer at the default size, fitted on
+        the training split and scored on the holdout split."""
+        size = self.baseline_size
+        return naive_baseline(self.backbone, self.graphs[size], size, self.features[size].tap(FINAL_TAP), y,
+                              train_idx, val_idx, self.num_classes, head_params, self.cache_dir)

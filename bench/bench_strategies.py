@@ -83,7 +83,7 @@ def child(k: int, strategy: str, image_size: int, batch_size: int, epochs: int, 
     import torch
 
     from edgetl.data.folder import stratified_split
-    from edgetl.finetune.engine import _evaluate, cache_prefix, finetune
+    from edgetl.finetune.engine import cache_prefix, evaluate, finetune
     from edgetl.finetune.net import build_net
     from edgetl.finetune.planner import estimate, profile_strategy, warm_up
     from edgetl.finetune.store import RowStore
@@ -138,7 +138,7 @@ def child(k: int, strategy: str, image_size: int, batch_size: int, epochs: int, 
         if strategy == "head":
             acc = float((head.predict(test_cached.read(np.arange(len(xte)))) == yte).mean())
         else:
-            acc, _, _ = _evaluate(net, test_cached, np.arange(len(xte)), yte.astype(np.int64), 256)
+            acc, _, _ = evaluate(net, test_cached, np.arange(len(xte)), yte.astype(np.int64), 256)
     plan = estimate(profile_strategy(BACKBONE, strategy, 10, spec), batch_size, len(train_idx), len(val_idx),
                     len(y))
     macs = plan.macs_per_epoch * result.epochs_run + plan.cache_macs

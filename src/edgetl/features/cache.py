@@ -5,7 +5,10 @@ append-only shards ``shard-*.npz`` holding ``keys`` (sha256 of the image bytes,
 N x 32 uint8) and ``features`` (N x D float32). A shard is written to a
 temporary name and renamed, so a run killed mid-extraction leaves only whole
 shards behind and the next run extracts just what is missing. The temporary
-name carries the writer's PID: the next run sweeps what dead writers left."""
+name, ``.shard-HEX.PID.tmp.npz``, carries the writer's PID: the next run
+sweeps what dead writers left. That on-disk format predates
+``_files.atomic_path`` (whose temporary name is ``.NAME.tmp-PID``) and is
+kept: caches written before still sweep."""
 
 from __future__ import annotations
 
@@ -15,17 +18,8 @@ import uuid
 
 import numpy as np
 
+from .._files import pid_alive
 from ..errors import storage_error
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def sweep_dead_writers(folder: str) -> int:
@@ -35,7 +29,7 @@ def sweep_dead_writers(folder: str) -> int:
     for path in glob.glob(os.path.join(glob.escape(folder), ".shard-*.tmp.npz")):
         parts = os.path.basename(path).split(".")  # ['', 'shard-HEX', 'PID', 'tmp', 'npz']
         pid = int(parts[2]) if len(parts) == 5 and parts[2].isdigit() else None
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             try:
                 os.unlink(path)
                 removed += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._files import cache_path
 from ..data.image import decode_image
 from ..data.input_spec import InputSpec
 from ..errors import DataError
-from ..export.backbone_onnx import FINAL_TAP, INPUT_NAME, BackboneGraph, default_cache_dir
+from ..export.backbone_onnx import INPUT_NAME, BackboneGraph
 from ..runtime.session import make_session
+from ..zoo import FINAL_TAP
 from .cache import FeatureCache
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class FeatureExtractor:
         self.batch_size = batch_size
         self.num_workers = max(1, num_workers)
         self.session = make_session(graph.onnx_path, num_threads=num_threads, spinning=spinning)
-        folder = os.path.join(cache_dir or default_cache_dir(), "features", graph.key)
+        folder = cache_path(cache_dir, "features", graph.key)
         self.cache = FeatureCache(folder)
         self.outputs = graph.feature_outputs
 

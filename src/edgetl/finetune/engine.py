@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._files import atomic_path
 from ..errors import DataError
 from .lean import LeanMode
 from .net import Net
@@ -64,12 +65,10 @@ def pin_malloc_threshold(threshold: int = int(os.environ.get("EDGETL_MMAP", 128 
 
 
 def _save_atomic(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(state_dir: str) -> dict | None:
@@ -116,7 +115,7 @@ def cache_prefix(net: Net, images: RowStore, state_dir: str, batch_size: int = C
     return store
 
 
-def _evaluate(net: Net, store: RowStore, rows: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float, np.ndarray]:
+def evaluate(net: Net, store: RowStore, rows: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float, np.ndarray]:
     """(accuracy, mean loss, probabilities) on ``rows``."""
     net.set_mode(False)
     probs, loss, buf = [], 0.0, None
@@ -133,6 +132,72 @@ def _evaluate(net: Net, store: RowStore, rows: np.ndarray, y: np.ndarray, batch_
     return acc, loss / max(1, len(rows)), p
 
 
+
+
+@dataclass
+class _Progress:
+    """Where training stands after an epoch: what a checkpoint holds besides
+    the model and the optimizer."""
+
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0
+    best_epoch: int = 0
+    best_acc: float = -1.0
+    bad_epochs: int = 0
+    best_state: dict | None = None
+    done: bool = False
+
+    @classmethod
+    def resumed(cls, ckpt: dict) -> "_Progress":
+        return cls(list(ckpt["history"]), int(ckpt["epoch"]), int(ckpt["best_epoch"]), float(ckpt["best_acc"]),
+                   int(ckpt["bad_epochs"]), ckpt["best_state"], bool(ckpt["done"]))
+
+    def checkpoint(self, digest: str, config: dict, net: Net, opt) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "config_hash": digest, "config": config, "epoch": self.epoch,
+            "model": net.model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+            "history": self.history, "best_epoch": self.best_epoch, "best_acc": self.best_acc,
+            "bad_epochs": self.bad_epochs, "best_state": self.best_state, "done": self.done,
+        }
+
+
+def _resume(net: Net, opt, state_dir: str, digest: str, epochs: int) -> _Progress:
+    """The progress of the interrupted run in ``state_dir`` (model, optimizer
+    and random state restored), or a fresh start when there is none."""
+    ckpt = load_checkpoint(state_dir)
+    if ckpt is None:
+        return _Progress()
+    if ckpt["config_hash"] != digest:
+        raise DataError(
+            f"The interrupted run in '{state_dir}' was made with other settings; resume it with the same "
+            f"settings, or pass --overwrite instead of --resume to start again")
+    net.model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    progress = _Progress.resumed(ckpt)
+    log.info("resuming after epoch %d of %d (checkpoint %s)", progress.epoch, epochs, CHECKPOINT)
+    return progress
+
+
+def _train_epoch(net: Net, opt, store: RowStore, y: np.ndarray, order: np.ndarray, batch_size: int,
+                 buf: np.ndarray | None) -> tuple[float, np.ndarray | None]:
+    """One pass over ``order``: (summed loss, the batch buffer to reuse)."""
+    net.set_mode(True)
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        buf = store.read(idx, buf)
+        x = torch.from_numpy(buf[: len(idx)])
+        target = torch.from_numpy(y[idx])
+        with LeanMode():
+            loss = F.cross_entropy(net(x), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total, buf
+
+
 def finetune(net: Net, store: RowStore, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, *,
              epochs: int, batch_size: int, learning_rate: float, patience: int, seed: int, state_dir: str,
              config: dict, resume: bool = False, weight_decay: float = 1e-4, on_epoch=None) -> FinetuneResult:
@@ -142,23 +207,9 @@ def finetune(net: Net, store: RowStore, y: np.ndarray, train_idx: np.ndarray, va
     digest = config_hash(config)
     pin_malloc_threshold()
     opt = torch.optim.AdamW(net.param_groups(learning_rate), weight_decay=weight_decay)
-    history: list[dict] = []
-    start_epoch, best_epoch, best_acc, bad, best_state = 0, 0, -1.0, 0, None
-    done = False
-    ckpt = load_checkpoint(state_dir) if resume else None
-    if ckpt is not None:
-        if ckpt["config_hash"] != digest:
-            raise DataError(
-                f"The interrupted run in '{state_dir}' was made with other settings; resume it with the same "
-                f"settings, or pass --overwrite instead of --resume to start again")
-        net.model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
-        best_epoch, best_acc, bad = int(ckpt["best_epoch"]), float(ckpt["best_acc"]), int(ckpt["bad_epochs"])
-        best_state, done = ckpt["best_state"], bool(ckpt["done"])
-        log.info("resuming after epoch %d of %d (checkpoint %s)", start_epoch, epochs, CHECKPOINT)
-    names = [n for n, p in net.model.named_parameters() if p.requires_grad]
+    p = _resume(net, opt, state_dir, digest, epochs) if resume else _Progress()
+    start_epoch = p.epoch
+    names = [n for n, q in net.model.named_parameters() if q.requires_grad]
     buffers = [n for n, _ in net.model.named_buffers()]
 
     def snapshot() -> dict:
@@ -168,52 +219,35 @@ def finetune(net: Net, store: RowStore, y: np.ndarray, train_idx: np.ndarray, va
     cpu0, wall0 = time.process_time(), time.perf_counter()
     buf = None
     train_idx = np.asarray(train_idx)
-    epoch = start_epoch
-    while not done and epoch < epochs:
-        gen = np.random.default_rng([seed, epoch])
-        torch.manual_seed(seed * 100_003 + epoch)
+    while not p.done and p.epoch < epochs:
+        gen = np.random.default_rng([seed, p.epoch])
+        torch.manual_seed(seed * 100_003 + p.epoch)
         order = train_idx[gen.permutation(len(train_idx))]
-        net.set_mode(True)
-        total, t_epoch = 0.0, time.perf_counter()
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            buf = store.read(idx, buf)
-            x = torch.from_numpy(buf[: len(idx)])
-            target = torch.from_numpy(y[idx])
-            with LeanMode():
-                loss = F.cross_entropy(net(x), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        epoch += 1
-        record = {"epoch": epoch, "train_loss": total / max(1, len(order)),
+        t_epoch = time.perf_counter()
+        total, buf = _train_epoch(net, opt, store, y, order, batch_size, buf)
+        p.epoch += 1
+        record = {"epoch": p.epoch, "train_loss": total / max(1, len(order)),
                   "seconds": round(time.perf_counter() - t_epoch, 3)}
         if len(val_idx):
-            val_acc, val_loss, _ = _evaluate(net, store, val_idx, y, batch_size)
+            val_acc, val_loss, _ = evaluate(net, store, val_idx, y, batch_size)
             record.update(val_loss=val_loss, val_accuracy=val_acc)
-            if val_acc > best_acc:
-                best_acc, best_epoch, bad, best_state = val_acc, epoch, 0, snapshot()
+            if val_acc > p.best_acc:
+                p.best_acc, p.best_epoch, p.bad_epochs, p.best_state = val_acc, p.epoch, 0, snapshot()
             else:
-                bad += 1
-            done = bad >= patience
+                p.bad_epochs += 1
+            p.done = p.bad_epochs >= patience
         else:
-            best_epoch, best_state = epoch, snapshot()
-        history.append(record)
-        done = done or epoch >= epochs
-        log.info("epoch %d/%d: train loss %.4f%s", epoch, epochs, record["train_loss"],
+            p.best_epoch, p.best_state = p.epoch, snapshot()
+        p.history.append(record)
+        p.done = p.done or p.epoch >= epochs
+        log.info("epoch %d/%d: train loss %.4f%s", p.epoch, epochs, record["train_loss"],
                  f", val accuracy {record['val_accuracy']:.2%}" if "val_accuracy" in record else "")
-        _save_atomic({
-            "format": CHECKPOINT_FORMAT, "config_hash": digest, "config": config, "epoch": epoch,
-            "model": net.model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-            "history": history, "best_epoch": best_epoch, "best_acc": best_acc, "bad_epochs": bad,
-            "best_state": best_state, "done": done,
-        }, os.path.join(state_dir, CHECKPOINT))
+        _save_atomic(p.checkpoint(digest, config, net, opt), os.path.join(state_dir, CHECKPOINT))
         if on_epoch:
             on_epoch(record)
-    if best_state is not None:
-        net.model.load_state_dict(best_state, strict=False)
-    return FinetuneResult(history, best_epoch, len(history), best_acc if best_acc >= 0 else None,
+    if p.best_state is not None:
+        net.model.load_state_dict(p.best_state, strict=False)
+    return FinetuneResult(p.history, p.best_epoch, len(p.history), p.best_acc if p.best_acc >= 0 else None,
                           resumed_from=start_epoch,
                           timings={"train_cpu_s": time.process_time() - cpu0,
                                    "train_wall_s": time.perf_counter() - wall0})

@@ -101,11 +101,9 @@ class Net(nn.Module):
             return self.model.forward_head(z)
         if self.stages is None:
             return self.model(z)
-        from .stages import pool_features
-
         for stage in self.stages[self.cut:]:
             z = stage(z)
-        return self.model.forward_head(pool_features(self.model, z))
+        return self.model.forward_head(self.model.pool_feature_map(z))
 
     def prefix_shape_from(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of one cached row for images of shape (C, H, W)."""

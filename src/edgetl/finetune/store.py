@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from .._files import write_json
+
 
 class RowStore:
     def __init__(self, path: str, shape: tuple[int, ...], rows: int):
@@ -44,10 +46,7 @@ class RowStore:
                 self.fh.flush()
                 os.fsync(self.fh.fileno())
                 self.fh.close()
-                tmp = store.path + ".json.tmp"
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    json.dump({"shape": list(store.shape), "rows": store.rows}, fh)
-                os.replace(tmp, store.path + ".json")
+                write_json(store.path + ".json", {"shape": list(store.shape), "rows": store.rows}, indent=None)
 
             def close(self) -> None:
                 self.fh.close()

@@ -106,8 +106,7 @@ def _train(config, folder, strategy: str, plan, input_spec, weights_id: str, sta
     import torch
 
     from ..data.folder import stratified_split
-    from ..finetune.engine import _evaluate as evaluate
-    from ..finetune.engine import cache_prefix, config_hash, finetune
+    from ..finetune.engine import cache_prefix, config_hash, evaluate, finetune
     from ..finetune.net import build_net
 
     fingerprint = {

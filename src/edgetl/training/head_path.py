@@ -37,7 +37,7 @@ class _Fitted:
 
 def _candidates(config) -> tuple[bool, tuple[str, ...] | None, tuple[str, ...]]:
     """(search on?, taps to try or None for all, heads to try)."""
-    from ..export.backbone_onnx import FINAL_TAP
+    from ..zoo import FINAL_TAP
     from ..search import HEADS
 
     if config.search == "off":

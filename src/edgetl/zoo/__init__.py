@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .registry import BackboneSpec, get_spec, list_backbones
+from .registry import FINAL_TAP, BackboneSpec, get_spec, list_backbones
 
 
 def resolve_weights(name: str, weights) -> tuple[str | None, str]:
@@ -34,21 +34,36 @@ def create_backbone(name: str, weights="default", num_classes: int | None = None
     packaged ImageNet weights) or a path to a state dict (.pth/.safetensors).
     ``model(x)`` gives ImageNet logits when the weights have the classifier,
     ``model.forward_features(x)`` the pooled features (``model.num_features``)."""
-    import torch
-
     from .weights import load_into, read_state_dict
 
     spec = get_spec(name)
     path, _ = resolve_weights(name, weights)
     if path is None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = spec.builder(num_classes=spec.num_classes if num_classes is None else num_classes)
-    else:
-        model = spec.builder(num_classes=spec.num_classes)
-        load_into(model, read_state_dict(path), spec, path)
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
+        return _seeded(spec, num_classes)
+    model = spec.builder(num_classes=spec.num_classes)
+    load_into(model, read_state_dict(path), spec, path)
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    model.spec = spec
+    return model.eval()
+
+
+def create_tiny(name: str, num_classes: int | None = None):
+    """Backbone ``name`` in its tiny configuration (``BackboneSpec.tiny``:
+    the same layers, module names, taps and stage groups, a fraction of the
+    widths and depths), random weights (seeded), eval mode: what contract
+    tests run. ``model.num_features`` is the tiny width, not the spec's."""
+    spec = get_spec(name)
+    return _seeded(spec, num_classes, **spec.tiny)
+
+
+def _seeded(spec: BackboneSpec, num_classes: int | None, **config):
+    """``spec.builder(**config)`` from random weights drawn with seed 0, in eval mode."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = spec.builder(num_classes=spec.num_classes if num_classes is None else num_classes, **config)
     model.spec = spec
     return model.eval()
 
@@ -60,4 +75,5 @@ def imagenet_classes() -> list[str]:
     return names
 
 
-__all__ = ["BackboneSpec", "create_backbone", "get_spec", "imagenet_classes", "list_backbones", "resolve_weights"]
+__all__ = ["FINAL_TAP", "BackboneSpec", "create_backbone", "create_tiny", "get_spec", "imagenet_classes",
+           "list_backbones", "resolve_weights"]

@@ -23,7 +23,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..export.backbone_onnx import FINAL_TAP as FINAL
+from .registry import FINAL_TAP
+
+FINAL = FINAL_TAP
 
 
 def pool(x: torch.Tensor) -> torch.Tensor:

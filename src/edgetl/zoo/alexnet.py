@@ -20,7 +20,7 @@ class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -161,6 +161,10 @@ class AlexNet(nn.Module):
                 taps.append((f"conv{convs}", f"features.{i}"))
         return taps[1:]
 
+    def stage_groups(self) -> list[nn.Module]:
+        """``[]``: not built of stages of blocks (``last-K`` does not apply)."""
+        return []
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """fc7 activations, shape (N, num_features)."""
         x = torch.flatten(self.avgpool(self.features(x)), 1)
@@ -175,9 +179,18 @@ class AlexNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def _scaled(layout: AlexNetLayout, width: float, hidden: int) -> AlexNetLayout:
+    """``layout`` with ``width`` times the filters and ``hidden`` fully-connected units."""
+    if width == 1.0 and hidden == layout.hidden:
+        return layout
+    layers = tuple(replace(e, out_channels=max(1, round(e.out_channels * width))) if isinstance(e, Conv) else e
+                   for e in layout.layers)
+    return replace(layout, layers=layers, hidden=hidden)
+
+
 def _make_builder(layout: AlexNetLayout):
-    def build(num_classes: int = 1000) -> AlexNet:
-        return AlexNet(layout, num_classes)
+    def build(num_classes: int = 1000, width: float = 1.0, hidden: int = layout.hidden) -> AlexNet:
+        return AlexNet(_scaled(layout, width, hidden), num_classes)
 
     return build
 
@@ -219,5 +232,6 @@ for _name, (_layout, _input, _params, _file, _top1, _min_size, _desc) in _MODELS
             stem_conv="features.0",
             top1=_top1,
             min_image_size=_min_size,
+            tiny={"width": 1 / 16, "hidden": 64},
         )
     )

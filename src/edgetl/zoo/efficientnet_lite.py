@@ -88,6 +88,19 @@ class LiteConfig:
     width: float
     depth: float
     dropout: float
+    head: int = 1280  # fixed for the lite variants; smaller only in the tiny test configuration
+
+
+class _ConvBnRelu6(nn.Module):
+    """The stem or the final 1x1 convolution as one module of a stage group
+    (ReLU6 is functional there); shares the model's layers."""
+
+    def __init__(self, conv: nn.Module, bn: nn.Module):
+        super().__init__()
+        self.conv, self.bn = conv, bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self.bn(self.conv(x)))
 
 
 class EfficientNetLite(nn.Module):
@@ -96,7 +109,7 @@ class EfficientNetLite(nn.Module):
 
     def __init__(self, config: LiteConfig, num_classes: int = 1000):
         super().__init__()
-        stem, head = 32, 1280  # fixed for the lite variants
+        stem, head = 32, config.head
         self._conv_stem = Conv2dSame(3, stem, 3, 2)
         self._bn0 = nn.BatchNorm2d(stem, eps=_BN_EPS)
         blocks = []
@@ -139,15 +152,28 @@ class EfficientNetLite(nn.Module):
         first = next(i for i, stage in enumerate(_BLOCKS) if stage[2] > 1)
         return [(f"block{end}", f"_blocks.{end}") for end in self.stage_ends[first:]]
 
+    def stage_groups(self) -> list[nn.Module]:
+        """The stem, then one group per stage of blocks, the last one with
+        the final 1x1 convolution."""
+        groups, start = [], 0
+        for end in self.stage_ends:
+            groups.append(nn.Sequential(*self._blocks[start:end + 1]))
+            start = end + 1
+        groups[-1] = nn.Sequential(*groups[-1], _ConvBnRelu6(self._conv_head, self._bn1))
+        return [_ConvBnRelu6(self._conv_stem, self._bn0)] + groups
+
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
+    def pool_feature_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap.mean(dim=(2, 3))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features, shape (N, num_features)."""
-        return self.forward_feature_map(x).mean(dim=(2, 3))
+        return self.pool_feature_map(self.forward_feature_map(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         if self._fc is None:
@@ -184,8 +210,9 @@ def _lite_input_spec(size: int) -> InputSpec:
 
 
 def _make_builder(width: float, depth: float, dropout: float):
-    def build(num_classes: int = 1000) -> EfficientNetLite:
-        return EfficientNetLite(LiteConfig(width, depth, dropout), num_classes)
+    def build(num_classes: int = 1000, width: float = width, depth: float = depth, head: int = 1280
+              ) -> EfficientNetLite:
+        return EfficientNetLite(LiteConfig(width, depth, dropout, head), num_classes)
 
     return build
 
@@ -213,5 +240,6 @@ for _name, (_w, _d, _size, _drop, _params) in _LITE.items():
             description=f"EfficientNet-Lite{_idx} ({_size} px): ReLU6, no squeeze-excitation; built for int8 phone "
                         f"CPUs{_note}",
             top1=_TOP1[_name],
+            tiny={"width": 0.25, "depth": 0.1, "head": 64},
         )
     )

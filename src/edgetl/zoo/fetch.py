@@ -2,7 +2,7 @@
 copy a file the user has (``import``), and list what is on this machine.
 
 Every file enters the cache the same way: written to a hidden temporary file
-in the cache folder, checked (sha256 against the published digest, then a
+in the cache folder (``_files.atomic_path``), checked (sha256 against the published digest, then a
 strict load into the architecture with ``weights_only`` unpickling), and only
 then renamed to its final name. A failure removes the temporary file, so the
 cache never holds a partial, corrupt or unverified checkpoint under a name
@@ -10,15 +10,17 @@ that ``create_backbone`` would pick up."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
+from typing import Iterator
 
+from .._files import atomic_path
 from ..errors import WeightsError
 from .registry import BackboneSpec, PackagedWeights, RemoteWeights, get_spec, list_backbones
 from .weights import (file_sha256, load_into, packaged_weights_path, read_state_dict, weights_cache_dir,
@@ -55,46 +57,48 @@ def _one_line(text: object, limit: int = 160) -> str:
     return text[:limit]
 
 
-def _temp_in_cache(folder: str, filename: str) -> str:
-    """A new hidden file next to the final one (same file system, so the
-    final rename is atomic); the extension is kept so the loader can tell
-    a .safetensors file from a torch checkpoint."""
-    ext = ".safetensors" if _is_safetensors(filename) else ".pth"
+@contextlib.contextmanager
+def _staged(folder: str, filename: str) -> Iterator[str]:
+    """A hidden temporary path beside ``filename`` in the cache ``folder``
+    (same file system, so the final rename is atomic): renamed to
+    ``filename`` when the block succeeds, removed when it fails. Trouble
+    with the folder itself is a WeightsError saying what to do."""
+    final = os.path.join(folder, filename)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=f".part{ext}", dir=folder)
     except OSError as exc:
-        raise WeightsError(
-            f"Cannot write to the weights cache '{folder}' ({_one_line(exc)}); "
-            f"set EDGETL_WEIGHTS_DIR to a writable folder"
-        ) from None
-    os.close(fd)
-    return tmp
-
-
-def _finish(tmp: str, final: str) -> None:
+        raise _unwritable(folder, exc) from None
+    written = False
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cached checkpoint is an ordinary file
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            try:
+                open(tmp, "wb").close()
+            except OSError as exc:
+                raise _unwritable(folder, exc) from None
+            yield tmp
+            written = True
     except OSError as exc:
+        if not written:
+            raise
         raise WeightsError(
             f"Cannot store '{final}' in the weights cache ({_one_line(exc)}); "
             f"remove whatever is in the way or set EDGETL_WEIGHTS_DIR to another folder"
         ) from None
 
 
-def _discard(tmp: str) -> None:
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
+def _unwritable(folder: str, exc: OSError) -> WeightsError:
+    return WeightsError(
+        f"Cannot write to the weights cache '{folder}' ({_one_line(exc)}); "
+        f"set EDGETL_WEIGHTS_DIR to a writable folder"
+    )
 
 
-def _check_loads(spec: BackboneSpec, path: str, shown: str, prefix: str = "") -> None:
+def _check_loads(spec: BackboneSpec, path: str, shown: str, prefix: str = "", filename: str | None = None) -> None:
     """Strict load of ``path`` into a freshly built ``spec`` model (no pickle
-    beyond tensors); errors name ``shown`` instead of the temporary file."""
+    beyond tensors); errors name ``shown`` instead of the temporary file.
+    ``filename``: the name whose extension says the format (default ``path``)."""
     try:
-        state = read_state_dict(path)
+        state = read_state_dict(path, safetensors=_is_safetensors(filename or path))
         model = spec.builder(num_classes=spec.num_classes)
         load_into(model, state, spec, path)
     except WeightsError as exc:
@@ -195,14 +199,13 @@ def fetch_weights(name: str, url: str | None = None, progress: bool | None = Non
 
     url = url or source.url
     show = sys.stderr.isatty() if progress is None else progress
-    tmp = _temp_in_cache(folder, source.filename)
-    try:
+    with _staged(folder, source.filename) as tmp:
         log.debug("downloading %s from %s to %s", spec.name, url, tmp)
         with open(tmp, "wb") as fh:
             size = _download(url, fh, show, spec.name)
             fh.flush()
             os.fsync(fh.fileno())
-        digest = file_sha256(tmp)
+        digest = file_sha256(tmp, cache=False)
         if expected and not hash_matches(digest, expected):
             what = "sha256" if len(expected) == 64 else "sha256 prefix"
             raise WeightsError(
@@ -210,10 +213,7 @@ def fetch_weights(name: str, url: str | None = None, progress: bool | None = Non
                 f"not the published {what} {expected[:16]}; it is corrupt or another file, "
                 f"so it was discarded: retry, or check the URL"
             )
-        _check_loads(spec, tmp, url, prefix="Discarded the download: ")
-        _finish(tmp, final)
-    finally:
-        _discard(tmp)
+        _check_loads(spec, tmp, url, prefix="Discarded the download: ", filename=source.filename)
     log.info("fetched '%s' weights (%.1f MB, sha256 %s...): %s", spec.name, size / 1e6, digest[:12], final)
     return final
 
@@ -246,8 +246,7 @@ def import_weights(name: str, file: str) -> str:
         log.info("%s is already '%s''s weights in the cache", file, spec.name)
         return final
 
-    tmp = _temp_in_cache(folder, filename)
-    try:
+    with _staged(folder, filename) as tmp:
         if _is_safetensors(file) == _is_safetensors(filename):
             try:
                 shutil.copyfile(file, tmp)
@@ -266,9 +265,9 @@ def import_weights(name: str, file: str) -> str:
                 import torch
 
                 torch.save(state, tmp)
-        _check_loads(spec, tmp, file)
+        _check_loads(spec, tmp, file, filename=filename)
         if isinstance(source, RemoteWeights) and source.sha256.strip():
-            digest = file_sha256(tmp)
+            digest = file_sha256(tmp, cache=False)
             if hash_matches(digest, source.sha256):
                 log.info("%s is the published '%s' checkpoint (sha256 %s...)", file, spec.name, digest[:12])
             else:
@@ -277,9 +276,6 @@ def import_weights(name: str, file: str) -> str:
                             file, spec.name, digest[:12], source.sha256.strip().lower()[:16])
         if os.path.isfile(final):
             log.info("replacing %s", final)
-        _finish(tmp, final)
-    finally:
-        _discard(tmp)
     log.info("imported %s as '%s' weights: %s", file, spec.name, final)
     return final
 

@@ -66,25 +66,33 @@ _TAPS = ("inception3a", "inception3b", "inception4a", "inception4c", "inception4
 class GoogLeNet(nn.Module):
     """GoogLeNet without auxiliary heads. ``forward`` gives ImageNet logits
     when the model has its classifier (``num_classes > 0``), else the pooled
-    1024-d features."""
+    1024-d features. ``width`` scales every convolution's filters (smaller
+    only in the tiny test configuration)."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, width: float = 1.0):
         super().__init__()
-        self.conv1 = ConvBN(3, 64, 7, stride=2, padding=3)
+
+        def w(channels: int) -> int:
+            return max(1, round(channels * width))
+
+        self.conv1 = ConvBN(3, w(64), 7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.conv2 = ConvBN(64, 64, 1)
-        self.conv3 = ConvBN(64, 192, 3, padding=1)
+        self.conv2 = ConvBN(w(64), w(64), 1)
+        self.conv3 = ConvBN(w(64), w(192), 3, padding=1)
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self._body: list[str] = []
+        channels = w(192)
         for entry in _LAYOUT:
             if entry[0].startswith("maxpool"):
                 name, kernel, stride = entry
                 setattr(self, name, nn.MaxPool2d(kernel, stride=stride, ceil_mode=True))
             else:
-                name, *widths = entry
-                setattr(self, name, InceptionModule(*widths))
+                name, _, *widths = entry  # the table's input width is the previous module's output
+                module = InceptionModule(channels, *map(w, widths))
+                setattr(self, name, module)
+                channels = module.out_channels
             self._body.append(name)
-        self.num_features = 1024
+        self.num_features = channels
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
@@ -96,6 +104,10 @@ class GoogLeNet(nn.Module):
 
     def tap_points(self) -> list[tuple[str, str]]:
         return [(name, name) for name in _TAPS]
+
+    def stage_groups(self) -> list[nn.Module]:
+        """``[]``: not built of stages of blocks (``last-K`` does not apply)."""
+        return []
 
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool1(self.conv1(x))
@@ -117,8 +129,8 @@ class GoogLeNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _build(num_classes: int = 1000) -> GoogLeNet:
-    return GoogLeNet(num_classes)
+def _build(num_classes: int = 1000, width: float = 1.0) -> GoogLeNet:
+    return GoogLeNet(num_classes, width=width)
 
 
 _FILE = "googlenet-1378be20.pth"
@@ -140,5 +152,6 @@ register_backbone(
         stem_conv="conv1.conv",
         top1=69.778,
         min_image_size=15,
+        tiny={"width": 1 / 8},
     )
 )

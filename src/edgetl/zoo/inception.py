@@ -48,15 +48,16 @@ def _avg3(x: torch.Tensor) -> torch.Tensor:
 class BlockA(nn.Module):
     """35x35: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | avg-pool -> 1x1."""
 
-    def __init__(self, cin: int, pool_features: int):
+    def __init__(self, cin: int, pool_features: int, w=int):
         super().__init__()
-        self.branch1x1 = ConvBN(cin, 64, 1)
-        self.branch5x5_1 = ConvBN(cin, 48, 1)
-        self.branch5x5_2 = ConvBN(48, 64, 5, padding=2)
-        self.branch3x3dbl_1 = ConvBN(cin, 64, 1)
-        self.branch3x3dbl_2 = ConvBN(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = ConvBN(96, 96, 3, padding=1)
-        self.branch_pool = ConvBN(cin, pool_features, 1)
+        self.branch1x1 = ConvBN(cin, w(64), 1)
+        self.branch5x5_1 = ConvBN(cin, w(48), 1)
+        self.branch5x5_2 = ConvBN(w(48), w(64), 5, padding=2)
+        self.branch3x3dbl_1 = ConvBN(cin, w(64), 1)
+        self.branch3x3dbl_2 = ConvBN(w(64), w(96), 3, padding=1)
+        self.branch3x3dbl_3 = ConvBN(w(96), w(96), 3, padding=1)
+        self.branch_pool = ConvBN(cin, w(pool_features), 1)
+        self.out_channels = w(64) + w(64) + w(96) + w(pool_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b5 = self.branch5x5_2(self.branch5x5_1(x))
@@ -67,12 +68,13 @@ class BlockA(nn.Module):
 class BlockB(nn.Module):
     """35 -> 17 reduction: 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | max-pool 3x3/2."""
 
-    def __init__(self, cin: int):
+    def __init__(self, cin: int, w=int):
         super().__init__()
-        self.branch3x3 = ConvBN(cin, 384, 3, stride=2)
-        self.branch3x3dbl_1 = ConvBN(cin, 64, 1)
-        self.branch3x3dbl_2 = ConvBN(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = ConvBN(96, 96, 3, stride=2)
+        self.branch3x3 = ConvBN(cin, w(384), 3, stride=2)
+        self.branch3x3dbl_1 = ConvBN(cin, w(64), 1)
+        self.branch3x3dbl_2 = ConvBN(w(64), w(96), 3, padding=1)
+        self.branch3x3dbl_3 = ConvBN(w(96), w(96), 3, stride=2)
+        self.out_channels = w(384) + w(96) + cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
@@ -82,18 +84,20 @@ class BlockB(nn.Module):
 class BlockC(nn.Module):
     """17x17 with 7x7 convolutions factorised into 1x7 and 7x1 (width ``c7``)."""
 
-    def __init__(self, cin: int, c7: int):
+    def __init__(self, cin: int, c7: int, w=int):
         super().__init__()
-        self.branch1x1 = ConvBN(cin, 192, 1)
+        c7 = w(c7)
+        self.branch1x1 = ConvBN(cin, w(192), 1)
         self.branch7x7_1 = ConvBN(cin, c7, 1)
         self.branch7x7_2 = _row(c7, c7, 7)
-        self.branch7x7_3 = _col(c7, 192, 7)
+        self.branch7x7_3 = _col(c7, w(192), 7)
         self.branch7x7dbl_1 = ConvBN(cin, c7, 1)
         self.branch7x7dbl_2 = _col(c7, c7, 7)
         self.branch7x7dbl_3 = _row(c7, c7, 7)
         self.branch7x7dbl_4 = _col(c7, c7, 7)
-        self.branch7x7dbl_5 = _row(c7, 192, 7)
-        self.branch_pool = ConvBN(cin, 192, 1)
+        self.branch7x7dbl_5 = _row(c7, w(192), 7)
+        self.branch_pool = ConvBN(cin, w(192), 1)
+        self.out_channels = 4 * w(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
@@ -106,14 +110,15 @@ class BlockC(nn.Module):
 class BlockD(nn.Module):
     """17 -> 8 reduction: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | max-pool 3x3/2."""
 
-    def __init__(self, cin: int):
+    def __init__(self, cin: int, w=int):
         super().__init__()
-        self.branch3x3_1 = ConvBN(cin, 192, 1)
-        self.branch3x3_2 = ConvBN(192, 320, 3, stride=2)
-        self.branch7x7x3_1 = ConvBN(cin, 192, 1)
-        self.branch7x7x3_2 = _row(192, 192, 7)
-        self.branch7x7x3_3 = _col(192, 192, 7)
-        self.branch7x7x3_4 = ConvBN(192, 192, 3, stride=2)
+        self.branch3x3_1 = ConvBN(cin, w(192), 1)
+        self.branch3x3_2 = ConvBN(w(192), w(320), 3, stride=2)
+        self.branch7x7x3_1 = ConvBN(cin, w(192), 1)
+        self.branch7x7x3_2 = _row(w(192), w(192), 7)
+        self.branch7x7x3_3 = _col(w(192), w(192), 7)
+        self.branch7x7x3_4 = ConvBN(w(192), w(192), 3, stride=2)
+        self.out_channels = w(320) + w(192) + cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b3 = self.branch3x3_2(self.branch3x3_1(x))
@@ -124,17 +129,18 @@ class BlockD(nn.Module):
 class BlockE(nn.Module):
     """8x8 with the 3x3s split into parallel 1x3 and 3x1 outputs; 2048 wide."""
 
-    def __init__(self, cin: int):
+    def __init__(self, cin: int, w=int):
         super().__init__()
-        self.branch1x1 = ConvBN(cin, 320, 1)
-        self.branch3x3_1 = ConvBN(cin, 384, 1)
-        self.branch3x3_2a = _row(384, 384, 3)
-        self.branch3x3_2b = _col(384, 384, 3)
-        self.branch3x3dbl_1 = ConvBN(cin, 448, 1)
-        self.branch3x3dbl_2 = ConvBN(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a = _row(384, 384, 3)
-        self.branch3x3dbl_3b = _col(384, 384, 3)
-        self.branch_pool = ConvBN(cin, 192, 1)
+        self.branch1x1 = ConvBN(cin, w(320), 1)
+        self.branch3x3_1 = ConvBN(cin, w(384), 1)
+        self.branch3x3_2a = _row(w(384), w(384), 3)
+        self.branch3x3_2b = _col(w(384), w(384), 3)
+        self.branch3x3dbl_1 = ConvBN(cin, w(448), 1)
+        self.branch3x3dbl_2 = ConvBN(w(448), w(384), 3, padding=1)
+        self.branch3x3dbl_3a = _row(w(384), w(384), 3)
+        self.branch3x3dbl_3b = _col(w(384), w(384), 3)
+        self.branch_pool = ConvBN(cin, w(192), 1)
+        self.out_channels = w(320) + 4 * w(384) + w(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.branch3x3_1(x)
@@ -150,11 +156,11 @@ class BlockE(nn.Module):
 class AuxClassifier(nn.Module):
     """The training-time auxiliary head on Mixed_6e (768 x 17 x 17)."""
 
-    def __init__(self, cin: int, num_classes: int):
+    def __init__(self, cin: int, num_classes: int, w=int):
         super().__init__()
-        self.conv0 = ConvBN(cin, 128, 1)
-        self.conv1 = ConvBN(128, 768, 5)
-        self.fc = nn.Linear(768, num_classes)
+        self.conv0 = ConvBN(cin, w(128), 1)
+        self.conv1 = ConvBN(w(128), w(768), 5)
+        self.fc = nn.Linear(w(768), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(self.conv0(F.avg_pool2d(x, 5, stride=3)))
@@ -168,30 +174,38 @@ _TAPS = ("Mixed_5b", "Mixed_5d", "Mixed_6a", "Mixed_6c", "Mixed_6e", "Mixed_7b")
 
 class InceptionV3(nn.Module):
     """Inception v3. ``forward`` gives ImageNet logits when the model has its
-    classifier (``num_classes > 0``), else the pooled 2048-d features."""
+    classifier (``num_classes > 0``), else the pooled 2048-d features.
+    ``width`` scales every convolution's filters (the blocks get it as
+    ``w``, channels -> scaled channels): smaller only in the tiny test
+    configuration."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, width: float = 1.0):
         super().__init__()
-        self.Conv2d_1a_3x3 = ConvBN(3, 32, 3, stride=2)
-        self.Conv2d_2a_3x3 = ConvBN(32, 32, 3)
-        self.Conv2d_2b_3x3 = ConvBN(32, 64, 3, padding=1)
+
+        def w(channels: int) -> int:
+            return max(1, round(channels * width))
+
+        self.Conv2d_1a_3x3 = ConvBN(3, w(32), 3, stride=2)
+        self.Conv2d_2a_3x3 = ConvBN(w(32), w(32), 3)
+        self.Conv2d_2b_3x3 = ConvBN(w(32), w(64), 3, padding=1)
         self.maxpool1 = nn.MaxPool2d(3, stride=2)
-        self.Conv2d_3b_1x1 = ConvBN(64, 80, 1)
-        self.Conv2d_4a_3x3 = ConvBN(80, 192, 3)
+        self.Conv2d_3b_1x1 = ConvBN(w(64), w(80), 1)
+        self.Conv2d_4a_3x3 = ConvBN(w(80), w(192), 3)
         self.maxpool2 = nn.MaxPool2d(3, stride=2)
-        self.Mixed_5b = BlockA(192, pool_features=32)
-        self.Mixed_5c = BlockA(256, pool_features=64)
-        self.Mixed_5d = BlockA(288, pool_features=64)
-        self.Mixed_6a = BlockB(288)
-        self.Mixed_6b = BlockC(768, c7=128)
-        self.Mixed_6c = BlockC(768, c7=160)
-        self.Mixed_6d = BlockC(768, c7=160)
-        self.Mixed_6e = BlockC(768, c7=192)
-        self.AuxLogits = AuxClassifier(768, 1000)  # checkpoint compatibility only; never run
-        self.Mixed_7a = BlockD(768)
-        self.Mixed_7b = BlockE(1280)
-        self.Mixed_7c = BlockE(2048)
-        self.num_features = 2048
+        self.Mixed_5b = BlockA(w(192), pool_features=32, w=w)
+        self.Mixed_5c = BlockA(self.Mixed_5b.out_channels, pool_features=64, w=w)
+        self.Mixed_5d = BlockA(self.Mixed_5c.out_channels, pool_features=64, w=w)
+        self.Mixed_6a = BlockB(self.Mixed_5d.out_channels, w=w)
+        self.Mixed_6b = BlockC(self.Mixed_6a.out_channels, c7=128, w=w)
+        self.Mixed_6c = BlockC(self.Mixed_6b.out_channels, c7=160, w=w)
+        self.Mixed_6d = BlockC(self.Mixed_6c.out_channels, c7=160, w=w)
+        self.Mixed_6e = BlockC(self.Mixed_6d.out_channels, c7=192, w=w)
+        # checkpoint compatibility only; never run
+        self.AuxLogits = AuxClassifier(self.Mixed_6e.out_channels, 1000, w=w)
+        self.Mixed_7a = BlockD(self.Mixed_6e.out_channels, w=w)
+        self.Mixed_7b = BlockE(self.Mixed_7a.out_channels, w=w)
+        self.Mixed_7c = BlockE(self.Mixed_7b.out_channels, w=w)
+        self.num_features = self.Mixed_7c.out_channels
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
@@ -203,6 +217,10 @@ class InceptionV3(nn.Module):
 
     def tap_points(self) -> list[tuple[str, str]]:
         return [(name, name) for name in _TAPS]
+
+    def stage_groups(self) -> list[nn.Module]:
+        """``[]``: not built of stages of blocks (``last-K`` does not apply)."""
+        return []
 
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         for stem in (self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, self.maxpool1,
@@ -226,8 +244,8 @@ class InceptionV3(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _build(num_classes: int = 1000) -> InceptionV3:
-    return InceptionV3(num_classes)
+def _build(num_classes: int = 1000, width: float = 1.0) -> InceptionV3:
+    return InceptionV3(num_classes, width=width)
 
 
 _FILE = "inception_v3_google-0cc3c7bd.pth"
@@ -248,5 +266,6 @@ register_backbone(
         stem_conv="Conv2d_1a_3x3.conv",
         top1=77.294,
         min_image_size=75,
+        tiny={"width": 1 / 8},
     )
 )

@@ -20,6 +20,8 @@ Layout (the state-dict keys follow from it):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,8 +102,26 @@ class _MobileNetBase(nn.Module):
         first = next(i for i, (_, stride) in enumerate(self.stages) if stride > 1)
         return [(f"block{end}", f"features.{end}") for end, _ in self.stages[first:]]
 
+    def stage_groups(self) -> list[nn.Module]:
+        """Slices of ``features``, one per stage (the stem joins the first),
+        the final 1x1 convolution joining the last."""
+        groups, start = [], 0
+        for end, _ in self.stages:
+            groups.append(self.features[start:end + 1])
+            start = end + 1
+        if start < len(self.features):
+            groups[-1] = nn.Sequential(*groups[-1], *self.features[start:])
+        return groups
+
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def pool_feature_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap.mean(dim=(2, 3))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features, shape (N, num_features)."""
+        return self.pool_feature_map(self.forward_feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -142,14 +162,20 @@ class InvertedResidualV2(nn.Module):
 
 
 class MobileNetV2(_MobileNetBase):
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    """``width`` scales every block's channels, ``depth`` the repeats of
+    each stage; ``head``: the width of the final 1x1 convolution (the
+    features). Only the tiny test configuration changes them."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, width: float = 1.0, depth: float = 1.0,
+                 head: int = 1280):
         super().__init__()
-        stem, head = 32, 1280
+        stem = _round8(32 * width)
         layers: list[nn.Module] = [ConvNormAct(3, stem, 3, 2)]
         cin = stem
         self.stages = []
         for expand, cout, repeats, stride in _V2_STAGES:
-            for r in range(repeats):
+            cout = _round8(cout * width)
+            for r in range(math.ceil(repeats * depth)):
                 layers.append(InvertedResidualV2(cin, cout, stride if r == 0 else 1, expand))
                 cin = cout
             self.stages.append((len(layers) - 1, stride))
@@ -159,10 +185,6 @@ class MobileNetV2(_MobileNetBase):
         self.num_classes = num_classes
         self.classifier = nn.Sequential(nn.Dropout(dropout), _new_linear(head, num_classes))
         _init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features, shape (N, 1280)."""
-        return self.features(x).mean(dim=(2, 3))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)
@@ -219,11 +241,15 @@ class SqueezeExcitation(nn.Module):
 
 
 class InvertedResidualV3(nn.Module):
-    def __init__(self, cin: int, kernel: int, mid: int, cout: int, use_se: bool, hardswish: bool, stride: int):
+    """``expand``: whether a 1x1 expansion comes first (the published table's
+    ``mid != cin``, decided on its unscaled widths)."""
+
+    def __init__(self, cin: int, kernel: int, mid: int, cout: int, use_se: bool, hardswish: bool, stride: int,
+                 expand: bool):
         super().__init__()
         act = nn.Hardswish if hardswish else nn.ReLU
         layers: list[nn.Module] = []
-        if mid != cin:
+        if expand:
             layers.append(ConvNormAct(cin, mid, 1, act=act, **_V3_BN))
         layers.append(ConvNormAct(mid, mid, kernel, stride, groups=mid, act=act, **_V3_BN))
         if use_se:
@@ -238,19 +264,24 @@ class InvertedResidualV3(nn.Module):
 
 
 class MobileNetV3(_MobileNetBase):
-    def __init__(self, setting, last_channels: int, num_classes: int = 1000, dropout: float = 0.2):
+    """``width`` scales every block's channels (the tiny test configuration);
+    the stages and the blocks' layers follow the published table's widths."""
+
+    def __init__(self, setting, last_channels: int, num_classes: int = 1000, dropout: float = 0.2,
+                 width: float = 1.0):
         super().__init__()
-        stem = 16
+        stem = _round8(16 * width)
         layers: list[nn.Module] = [ConvNormAct(3, stem, 3, 2, act=nn.Hardswish, **_V3_BN)]
-        cin = stem
+        cin, table_cin = stem, 16
         self.stages = []
         for kernel, mid, cout, use_se, hardswish, stride in setting:
-            if stride > 1 or not self.stages or cout != cin:  # a block changing resolution or width opens a stage
+            if stride > 1 or not self.stages or cout != table_cin:  # a block changing resolution or width opens a stage
                 self.stages.append((len(layers), stride))
             else:
                 self.stages[-1] = (len(layers), self.stages[-1][1])
-            layers.append(InvertedResidualV3(cin, kernel, mid, cout, use_se, hardswish, stride))
-            cin = cout
+            layers.append(InvertedResidualV3(cin, kernel, _round8(mid * width), _round8(cout * width), use_se,
+                                             hardswish, stride, expand=mid != table_cin))
+            cin, table_cin = _round8(cout * width), cout
         layers.append(ConvNormAct(cin, 6 * cin, 1, act=nn.Hardswish, **_V3_BN))
         self.features = nn.Sequential(*layers)
         self.num_features = last_channels
@@ -263,38 +294,40 @@ class MobileNetV3(_MobileNetBase):
         )
         _init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def pool_feature_map(self, fmap: torch.Tensor) -> torch.Tensor:
         """The input of the last Linear: pooled map -> Linear -> Hardswish."""
-        pooled = self.features(x).mean(dim=(2, 3))
-        return self.classifier[1](self.classifier[0](pooled))
+        return self.classifier[1](self.classifier[0](fmap.mean(dim=(2, 3))))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier[3](self.classifier[2](features))
 
 
-def mobilenet_v2(num_classes: int = 1000) -> MobileNetV2:
-    return MobileNetV2(num_classes)
+def mobilenet_v2(num_classes: int = 1000, width: float = 1.0, depth: float = 1.0, head: int = 1280) -> MobileNetV2:
+    return MobileNetV2(num_classes, width=width, depth=depth, head=head)
 
 
-def mobilenet_v3_large(num_classes: int = 1000) -> MobileNetV3:
-    return MobileNetV3(_V3_LARGE, 1280, num_classes)
+def mobilenet_v3_large(num_classes: int = 1000, width: float = 1.0, head: int = 1280) -> MobileNetV3:
+    return MobileNetV3(_V3_LARGE, head, num_classes, width=width)
 
 
-def mobilenet_v3_small(num_classes: int = 1000) -> MobileNetV3:
-    return MobileNetV3(_V3_SMALL, 1024, num_classes)
+def mobilenet_v3_small(num_classes: int = 1000, width: float = 1.0, head: int = 1024) -> MobileNetV3:
+    return MobileNetV3(_V3_SMALL, head, num_classes, width=width)
 
 
-# name: (builder, num_features, num_params, weights file, top-1 %, head, description)
+# name: (builder, num_features, num_params, weights file, top-1 %, head, description, tiny configuration)
 _MODELS = {
     "mobilenet_v2": (mobilenet_v2, 1280, 3_504_872, "mobilenet_v2-b0353104.pth", 71.878, "classifier.1.",
-                     "MobileNetV2: inverted residuals with linear bottlenecks, ReLU6"),
+                     "MobileNetV2: inverted residuals with linear bottlenecks, ReLU6",
+                     {"width": 0.25, "depth": 0.25, "head": 64}),
     "mobilenet_v3_large": (mobilenet_v3_large, 1280, 5_483_032, "mobilenet_v3_large-8738ca79.pth", 74.042,
-                           "classifier.3.", "MobileNetV3-Large: NAS-found blocks, squeeze-excitation, hard-swish"),
+                           "classifier.3.", "MobileNetV3-Large: NAS-found blocks, squeeze-excitation, hard-swish",
+                           {"width": 0.25, "head": 64}),
     "mobilenet_v3_small": (mobilenet_v3_small, 1024, 2_542_856, "mobilenet_v3_small-047dcff4.pth", 67.668,
-                           "classifier.3.", "MobileNetV3-Small: the low-budget V3 (about 57 M multiply-adds)"),
+                           "classifier.3.", "MobileNetV3-Small: the low-budget V3 (about 57 M multiply-adds)",
+                           {"width": 0.25, "head": 64}),
 }
 
-for _name, (_build, _feats, _params, _file, _top1, _head, _desc) in _MODELS.items():
+for _name, (_build, _feats, _params, _file, _top1, _head, _desc, _tiny) in _MODELS.items():
     register_backbone(
         BackboneSpec(
             name=_name,
@@ -308,5 +341,6 @@ for _name, (_build, _feats, _params, _file, _top1, _head, _desc) in _MODELS.item
             head_prefix=_head,
             stem_conv="features.0.0",
             top1=_top1,
+            tiny=_tiny,
         )
     )

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..data.input_spec import InputSpec
 from ..errors import UnknownBackboneError
+
+# The tap that is ``forward_features(x)``: every backbone's final pooled
+# features. ``tap_points()`` never lists it (see ``zoo._taps``); exported
+# graphs name its output ``features``.
+FINAL_TAP = "final"
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,23 @@ class BackboneSpec:
     ``forward_head(features)`` the ImageNet logits (identity without a
     classifier), ``forward = forward_head(forward_features(x))``,
     ``reset_classifier(n)`` (0 removes the final layer), attributes
-    ``num_features`` and ``num_classes``. State-dict keys equal the published
-    checkpoint's; ``head_prefix`` names the final classifier layer's keys,
-    ``ignore_prefixes`` checkpoint keys the model does not use (auxiliary
-    heads), ``stem_conv`` the module path of the first convolution."""
+    ``num_features`` and ``num_classes``; ``tap_points()`` (see
+    ``zoo._taps``; the final features are the tap :data:`FINAL_TAP`) and
+    ``stage_groups()``: the block groups (stages) earliest first, modules
+    sharing the model's parameters that, applied in order, compute
+    ``forward_feature_map(x)``, with ``pool_feature_map(fmap)`` giving
+    ``forward_features(x)`` from that map; ``[]`` for a family not built of
+    stages (``last-K`` fine-tuning refuses it). State-dict keys equal the
+    published checkpoint's; ``head_prefix`` names the final classifier
+    layer's keys, ``ignore_prefixes`` checkpoint keys the model does not use
+    (auxiliary heads), ``stem_conv`` the module path of the first convolution.
+
+    ``tiny``: keyword arguments of ``builder`` that make a small network
+    of the same architecture (the same kinds of layers, stem and classifier,
+    as many taps and stage groups; fewer channels, fewer repeated blocks),
+    for contract tests that must run in milliseconds
+    (:func:`edgetl.zoo.create_tiny`); ``num_features`` and ``num_params``
+    describe the full-size network only."""
 
     name: str
     family: str
@@ -60,6 +78,7 @@ class BackboneSpec:
     stem_conv: str = "_conv_stem"
     top1: float | None = None  # published ImageNet top-1 accuracy, %
     min_image_size: int = 32  # smallest input the architecture accepts
+    tiny: dict = field(default_factory=dict, hash=False)  # builder kwargs of the tiny configuration
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}

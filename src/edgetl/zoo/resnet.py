@@ -77,20 +77,33 @@ class Bottleneck(nn.Module):
         return F.relu(y + shortcut)
 
 
+class _Stem(nn.Module):
+    """conv1 -> bn1 -> ReLU -> max-pool as one module (the first stage
+    group); shares the model's layers."""
+
+    def __init__(self, model: "ResNet"):
+        super().__init__()
+        self.conv1, self.bn1, self.maxpool = model.conv1, model.bn1, model.maxpool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(F.relu(self.bn1(self.conv1(x))))
+
+
 class ResNet(nn.Module):
     """ResNet with a 7x7/2 stem, a 3x3/2 max-pool and four stages of widths
-    64, 128, 256, 512 (times the block's expansion at the output).
-    ``forward`` gives ImageNet logits when the model has its classifier
-    (``num_classes > 0``), else the pooled features."""
+    64, 128, 256, 512 (times the block's expansion at the output;
+    ``base_width`` is the first, the others double it: smaller only in the
+    tiny test configuration). ``forward`` gives ImageNet logits when the model has its
+    classifier (``num_classes > 0``), else the pooled features."""
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], depths: tuple[int, int, int, int],
-                 num_classes: int = 1000):
+                 num_classes: int = 1000, base_width: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, base_width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_width)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        channels = 64
-        for index, (width, repeats) in enumerate(zip((64, 128, 256, 512), depths)):
+        channels = base_width
+        for index, (width, repeats) in enumerate(zip((base_width * m for m in (1, 2, 4, 8)), depths)):
             stride = 1 if index == 0 else 2
             out = width * block.expansion
             units = []
@@ -114,15 +127,22 @@ class ResNet(nn.Module):
         """The ends of the stages; ``layer4`` pooled is the final features."""
         return [(f"layer{i}", f"layer{i}") for i in (1, 2, 3)]
 
+    def stage_groups(self) -> list[nn.Module]:
+        """The stem, then ``layer1`` .. ``layer4``."""
+        return [_Stem(self), self.layer1, self.layer2, self.layer3, self.layer4]
+
     def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = stage(x)
         return x
 
+    def pool_feature_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap.mean(dim=(2, 3))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features, shape (N, num_features)."""
-        return self.forward_feature_map(x).mean(dim=(2, 3))
+        return self.pool_feature_map(self.forward_feature_map(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return features if self.fc is None else self.fc(features)
@@ -142,8 +162,8 @@ _RESNETS = {
 
 
 def _make_builder(block, depths):
-    def build(num_classes: int = 1000) -> ResNet:
-        return ResNet(block, depths, num_classes)
+    def build(num_classes: int = 1000, depths: tuple[int, int, int, int] = depths, width: int = 64) -> ResNet:
+        return ResNet(block, depths, num_classes, width)
 
     return build
 
@@ -165,5 +185,6 @@ for _name, (_block, _depths, _file, _params, _top1) in _RESNETS.items():
             head_prefix="fc.",
             stem_conv="conv1",
             top1=_top1,
+            tiny={"depths": (1, 1, 1, 1), "width": 8},
         )
     )

@@ -41,9 +41,12 @@ _HIDDEN = 4096
 class VGG(nn.Module):
     """``features`` (conv stack), ``avgpool`` (adaptive 7x7: an identity at
     224 px), ``classifier`` = fc6, ReLU, Dropout, fc7, ReLU, Dropout, fc8.
-    ``forward_features`` gives the 4096-wide fc7 activations (after ReLU)."""
+    ``forward_features`` gives the 4096-wide fc7 activations (after ReLU).
+    ``width`` scales the convolutions' channels and ``hidden`` is the fc6/fc7
+    width: smaller only in the tiny test configuration."""
 
-    def __init__(self, config: tuple, batch_norm: bool = False, num_classes: int = 1000, dropout: float = 0.5):
+    def __init__(self, config: tuple, batch_norm: bool = False, num_classes: int = 1000, dropout: float = 0.5,
+                 width: float = 1.0, hidden: int = _HIDDEN):
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
@@ -51,6 +54,7 @@ class VGG(nn.Module):
             if entry == "M":
                 layers.append(nn.MaxPool2d(2, 2))
                 continue
+            entry = max(1, round(entry * width))
             layers.append(nn.Conv2d(channels, entry, 3, padding=1))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(entry))
@@ -58,11 +62,11 @@ class VGG(nn.Module):
             channels = entry
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.num_features = _HIDDEN
+        self.num_features = hidden
         self.num_classes = num_classes
         self.classifier = nn.Sequential(
-            nn.Linear(channels * 7 * 7, _HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(_HIDDEN, _HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(channels * 7 * 7, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             self._final_layer(num_classes),
         )
         self._init_weights()
@@ -70,7 +74,7 @@ class VGG(nn.Module):
     def _final_layer(self, num_classes: int) -> nn.Module:
         if not num_classes:
             return nn.Identity()
-        layer = nn.Linear(_HIDDEN, num_classes)
+        layer = nn.Linear(self.num_features, num_classes)
         nn.init.normal_(layer.weight, 0.0, 0.01)
         nn.init.zeros_(layer.bias)
         return layer
@@ -99,6 +103,10 @@ class VGG(nn.Module):
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
         return [(f"pool{k + 1}", f"features.{i}") for k, i in enumerate(pools)][1:]
 
+    def stage_groups(self) -> list[nn.Module]:
+        """``[]``: not built of stages of blocks (``last-K`` does not apply)."""
+        return []
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """fc7 activations, shape (N, num_features)."""
         x = torch.flatten(self.avgpool(self.features(x)), 1)
@@ -114,8 +122,8 @@ class VGG(nn.Module):
 
 
 def _make_builder(depth: int, batch_norm: bool):
-    def build(num_classes: int = 1000) -> VGG:
-        return VGG(_CONFIGS[depth], batch_norm, num_classes)
+    def build(num_classes: int = 1000, width: float = 1.0, hidden: int = _HIDDEN) -> VGG:
+        return VGG(_CONFIGS[depth], batch_norm, num_classes, width=width, hidden=hidden)
 
     return build
 
@@ -138,5 +146,6 @@ for _name, (_depth, _bn, _file, _params, _top1) in _MODELS.items():
             stem_conv="features.0",
             top1=_top1,
             min_image_size=32,
+            tiny={"width": 1 / 16, "hidden": 64},
         )
     )

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import torch
 
+from .._files import cache_path
 from ..errors import WeightsError
 from .registry import BackboneSpec, RemoteWeights
 
@@ -20,9 +21,7 @@ def weights_cache_dir() -> str:
     base = os.environ.get("EDGETL_WEIGHTS_DIR")
     if base:
         return base
-    from ..export.backbone_onnx import default_cache_dir
-
-    return os.path.join(default_cache_dir(), "weights")
+    return cache_path(None, "weights")
 
 
 def default_weights_path(spec: BackboneSpec) -> str:
@@ -84,9 +83,12 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str) -> str:
+def file_sha256(path: str, cache: bool = True) -> str:
+    """The file's sha256, remembered per (path, size, modification time);
+    ``cache=False`` for a temporary file, whose name comes back."""
     st = os.stat(path)
-    return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    return _sha256(*key) if cache else _sha256.__wrapped__(*key)
 
 
 def _load_failure(exc: Exception) -> str:
@@ -113,11 +115,15 @@ def _load_failure(exc: Exception) -> str:
     return first[:160]
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str, safetensors: bool | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a .pth (read with ``weights_only``) or .safetensors
+    file; ``safetensors``: the format, when the name does not say it."""
     if not os.path.isfile(path):
         raise WeightsError(f"Weights file '{path}' does not exist; pass the path of a .pth or .safetensors file")
+    if safetensors is None:
+        safetensors = path.endswith(".safetensors")
     try:
-        if path.endswith(".safetensors"):
+        if safetensors:
             from safetensors.torch import load_file
 
             state = load_file(path, device="cpu")

@@ -68,3 +68,29 @@ def shared_run(tmp_path_factory, edgetl_cache):
     data = make_shapes_folder(root / "shapes")
     result = train(data, str(root / "run"), image_size=32, progress=False)
     return types.SimpleNamespace(data_dir=data, run_dir=result.run_dir, result=result, metrics=result.metrics)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch and one BLAS/OpenMP thread: tiny networks and digits-sized
+    problems gain nothing from a second, and spinning workers slow them many
+    times when other processes share the two cores."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 handwritten digits and a fixed train/val/test split of them."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    idx = np.random.default_rng(0).permutation(len(d.target))
+    split = {"train": idx[:1000], "val": idx[1000:1300], "test": idx[1300:]}
+    return d, split

@@ -5,7 +5,6 @@ Every input is built here in tmp_path with Pillow/numpy."""
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
@@ -16,22 +15,7 @@ from PIL import Image
 
 from edgetl.data.folder import ImageFolder, scan_folder, stratified_split
 from edgetl.errors import DataError, DataNotFoundError
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kwargs)
-    return buf.getvalue()
-
-
-def write(path, image: Image.Image, fmt: str | None = None, **kwargs) -> str:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    image.save(path, fmt, **kwargs)
-    return str(path)
-
-
-def solid(color=(200, 30, 30), size=(16, 12), mode="RGB") -> Image.Image:
-    return Image.new(mode, size, color)
+from imagefiles import encode, solid, write
 
 
 def test_scan_sorts_classes_and_lists_images(tmp_path):

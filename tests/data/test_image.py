@@ -16,24 +16,9 @@ from PIL import Image
 import edgetl.data.image as image_mod
 from edgetl.data.image import decode_image, load_image
 from edgetl.errors import DataError
+from imagefiles import encode, solid, write
 
 ORIENTATION = 0x0112
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kwargs)
-    return buf.getvalue()
-
-
-def write(path, image: Image.Image, fmt: str | None = None, **kwargs) -> str:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    image.save(path, fmt, **kwargs)
-    return str(path)
-
-
-def solid(color=(200, 30, 30), size=(16, 12), mode="RGB") -> Image.Image:
-    return Image.new(mode, size, color)
 
 
 @pytest.mark.parametrize(

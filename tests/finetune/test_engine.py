@@ -26,11 +26,8 @@ STAGELESS = {"vgg11": "VGG", "alexnet": "AlexNet", "googlenet": "GoogLeNet", "in
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 def _images(folder, rows: int = 12) -> tuple[RowStore, np.ndarray]:

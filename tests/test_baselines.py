@@ -7,17 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from edgetl.baselines import raw_pixel_baseline
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    idx = np.random.default_rng(0).permutation(len(d.target))
-    split = {"train": idx[:1000], "val": idx[1000:1300], "test": idx[1300:]}
-    return d, split
 
 
 def _digit_images(d, idx):

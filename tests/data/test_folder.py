@@ -125,6 +125,31 @@ def test_scan_errors(tmp_path):
     assert os.path.join("hole", "b") in str(exc.value)
 
 
+@pytest.mark.parametrize("name, shown", [("two\nlines", "two\\nlines"), ("car\rriage", "car\\rriage"),
+                                         ("tab\tbed", "tab\\tbed"), ("esc\x1b[31m", "esc\\x1b[31m"),
+                                         ("line\u2028sep", "line\\u2028sep")])
+def test_scan_refuses_class_names_with_control_characters(tmp_path, name, shown):
+    """A label is one line of labels.txt: a folder named with a newline failed
+    only at the end of training, over labels.txt."""
+    root = tmp_path / "data"
+    for cls in (name, "plain"):
+        write(root / cls / "1.png", solid())
+    with pytest.raises(DataError) as exc:
+        scan_folder(root)
+    message = str(exc.value)
+    assert shown in message and "control characters" in message and "rename the folder" in message
+    assert "\n" not in message and "\r" not in message
+
+
+def test_scan_keeps_names_with_joiners_and_spaces(tmp_path):
+    """Only control characters are refused: emoji joiners, accents and spaces are text."""
+    root = tmp_path / "data"
+    names = ["fam\u200dily \U0001f468\u200d\U0001f469", "caf\u00e9 au lait", "$"]
+    for cls in names:
+        write(root / cls / "1.png", solid())
+    assert scan_folder(root).classes == sorted(names)
+
+
 def test_subset_keeps_classes(tmp_path):
     root = tmp_path / "data"
     for cls in ("a", "b"):

@@ -310,3 +310,73 @@ def test_device_cli_runs_without_torch(shared, tmp_path):
     assert "loss" in run("device", "fit", state, "--epochs", "2")
     preds = json.loads(run("device", "predict", state, *images[3:6], "--json"))
     assert [set(p) for p in preds] == [{"path", "label", "probability"}] * 3
+
+
+# ---------------------------------------------------------------- issue 18: nothing silently wrong
+
+
+def _fails_in_one_line(argv, capsys, *needles) -> str:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return out
+
+
+def test_state_that_is_not_finite_is_refused_when_opened(shared, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    state = tmp_path / "state"
+    assert main(["device", "add", shared["run"], str(state), "--label", "new", *shared["images"][:2]]) == 0
+    capsys.readouterr()
+    path = str(state / STATE_FILE)
+    with safe_open(path, framework="numpy") as fh:
+        arrays = {key: fh.get_tensor(key) for key in fh.keys()}
+        meta = fh.metadata()
+    arrays["weight"][0, 0] = np.nan
+    save_file(arrays, path, metadata=meta)
+    with pytest.raises(BundleError, match=r"personal.safetensors' holds values that are not finite numbers"):
+        Personalizer(None, state)
+    out = _fails_in_one_line(["device", "predict", str(state), shared["images"][0], "--json"], capsys,
+                             STATE_FILE, "not finite")
+    assert out == ""
+    _fails_in_one_line(["device", "fit", str(state)], capsys, STATE_FILE, "not finite")
+    # A state whose arrays do not fit its labels is damaged too, not an internal error later.
+    arrays["weight"] = arrays["weight"][:, :-1].copy()
+    save_file(arrays, path, metadata=meta)
+    with pytest.raises(BundleError, match="does not fit its 4 labels"):
+        Personalizer(None, state)
+
+
+def test_fit_that_diverges_changes_nothing_and_saves_nothing(shared, tmp_path, capsys, monkeypatch):
+    state = tmp_path / "state"
+    assert main(["device", "add", shared["run"], str(state), "--label", "new", *shared["images"][:2]]) == 0
+    capsys.readouterr()
+    p = Personalizer(None, state)
+    weight, history = p.weight.copy(), list(p.history)
+    with pytest.raises(DataError, match="Training diverged at epoch 1 .*nothing is saved"):
+        p.fit(epochs=3, learning_rate=1e38)
+    np.testing.assert_array_equal(p.weight, weight)
+    assert p.history == history
+    # The command: the same refusal in one line, the saved state untouched.
+    before = (state / STATE_FILE).read_bytes()
+    monkeypatch.setattr(Personalizer, "default_learning_rate", lambda self: 1e38)
+    _fails_in_one_line(["device", "fit", str(state), "--epochs", "2"], capsys, "Training diverged")
+    assert (state / STATE_FILE).read_bytes() == before
+    with pytest.raises(DataError, match="not numbers"):  # and the API cannot save NaN either
+        p.weight = p.weight * np.nan
+        p.save()
+    assert (state / STATE_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("label", ["two\nlines", "car\rriage", "tab\tbed", "bell\x07", "sep\u2028arated"])
+def test_labels_with_control_characters_are_refused(shared, tmp_path, capsys, label):
+    p = Personalizer(shared["run"], tmp_path / "s")
+    with pytest.raises(DataError, match="contains control characters"):
+        p.add_examples(shared["images"][:1], label)
+    _fails_in_one_line(["device", "add", shared["run"], str(tmp_path / "s"), "--label", label, shared["images"][0]],
+                       capsys, "contains control characters")
+    assert not (tmp_path / "s").exists()

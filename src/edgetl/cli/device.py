@@ -11,19 +11,22 @@ from ._print import print_predictions
 def cmd_device(args) -> int:
     from ..runtime.personalize import Personalizer
 
+    # add and fit change the state: each holds the state folder's lock from
+    # reading the state to saving it, so a second command waits, never loses.
     if args.device_command == "add":
-        p = Personalizer(args.run_dir, args.state_dir, int8=args.int8)
-        new = args.label not in p.labels
-        n = p.add_examples(args.images, args.label)
-        p.save()
+        with Personalizer.edit(args.run_dir, args.state_dir, int8=args.int8) as p:
+            label = args.label.strip()  # as add_examples stores it
+            new = label not in p.labels
+            n = p.add_examples(args.images, label)
+            p.save()
         what = "new class, usable now; 'edgetl device fit' refines it" if new else "known class"
-        print(f"added {n} example{'s' if n != 1 else ''} of '{args.label}' ({what}); "
-              f"{p.counts()[args.label]} stored for it, {len(p.labels)} classes in {args.state_dir}")
+        print(f"added {n} example{'s' if n != 1 else ''} of '{label}' ({what}); "
+              f"{p.counts()[label]} stored for it, {len(p.labels)} classes in {args.state_dir}")
         return 0
     if args.device_command == "fit":
-        p = Personalizer(None, args.state_dir)
-        history = p.fit(epochs=args.epochs)
-        p.save()
+        with Personalizer.edit(None, args.state_dir) as p:
+            history = p.fit(epochs=args.epochs)
+            p.save()
         print(f"trained the head for {args.epochs} epochs on {len(p.stored_labels)} stored examples of "
               f"{len(p.labels)} classes: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}")
         return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -62,6 +63,26 @@ def _walk_files(class_dir: str):
 def _printable(name: str) -> str:
     """A file name as the user would type it, undecodable bytes as \\xNN."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+# Control characters (newline, carriage return, tab, escape, NUL...) and the
+# Unicode line and paragraph separators: a label is one line of plain text
+# (labels.txt holds one per line, 'edgetl predict' prints it between tabs).
+_NOT_IN_A_LABEL = ("Cc", "Zl", "Zp")
+
+
+def control_characters(name: str) -> str:
+    """The control characters in ``name``, escaped and comma-separated
+    ('\\n, \\r'); '' when it has none."""
+    found = dict.fromkeys(ch.encode("unicode_escape").decode("ascii") for ch in name
+                          if unicodedata.category(ch) in _NOT_IN_A_LABEL)
+    return ", ".join(found)
+
+
+def visible(name: str) -> str:
+    """``name`` with its control characters escaped: what a one-line message can show."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _NOT_IN_A_LABEL
+                   else ch for ch in name)
 
 
 def _file_sha256(path: str) -> str | None:
@@ -129,6 +150,9 @@ def scan_folder(root: str | os.PathLike, min_classes: int = 2) -> ImageFolder:
             # Labels travel inside ONNX metadata and labels.txt, which are UTF-8.
             raise DataError(f"Class folder name '{_printable(cls)}' in '{root}' is not valid UTF-8; rename the folder "
                             f"(its name becomes the label)")
+        if bad := control_characters(cls):
+            raise DataError(f"Class folder name '{visible(cls)}' in '{visible(root)}' contains control characters "
+                            f"({bad}); rename the folder (its name becomes the label, one line of labels.txt)")
     folder = ImageFolder(root, classes, [], np.zeros(0, np.int64))
     for name in stray:
         folder.skip(os.path.join(root, name), "file outside any class folder")

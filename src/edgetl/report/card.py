@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 
+from ..data.folder import visible
 from .run import load_run, model_figures, run_name, write_text_atomic
 
 CARD = "README.md"
+
+
+# What Markdown (CommonMark and GitHub's tables) would read as syntax in a
+# label: HTML (entities), emphasis, code, links, table cells (backslash).
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+_MD_PUNCTUATION = set("\\`*_[]|~")
+
+
+def _md(text) -> str:
+    """``text`` (a label, or anything else metrics.json holds) as literal
+    Markdown text, also inside a table cell: a class named
+    ``<img src=x onerror=...>`` or ``a|b`` is shown, never rendered or split.
+    Control characters are shown escaped (a label is one line)."""
+    out = []
+    for ch in str(text):
+        if ch in _MD_ENTITIES:
+            out.append(_MD_ENTITIES[ch])
+        elif ch in _MD_PUNCTUATION:
+            out.append("\\" + ch)
+        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append("\\" + ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _code(text) -> str:
+    """``text`` as inline code when that is literal (no backtick, pipe, HTML
+    character or control character in it), else as :func:`_md` text."""
+    text = str(text)
+    if any(ch in "`|<>&" for ch in text) or visible(text) != text:
+        return _md(text)
+    return f"`{text}`"
 
 
 def _pct(v) -> str:
@@ -44,16 +79,21 @@ class _Run:
     def load(cls, run_dir: str) -> "_Run":
         m = load_run(run_dir)
         spec = m.get("input_spec") or {}
-        return cls(run_dir=run_dir, m=m, labels=m["labels"], name=run_name(run_dir), counts=m.get("counts") or {},
-                   spec=spec, chosen=m.get("chosen") if isinstance(m.get("chosen"), dict) else {},
-                   figs=model_figures(run_dir, m), backbone=m.get("backbone", "?"),
-                   size=spec.get("image_size", "?"), channels=spec.get("channels", "RGB"))
+        size = spec.get("image_size")
+        channels = spec.get("channels")
+        # metrics.json is only a file: what goes into code blocks below is a number or a known word.
+        return cls(run_dir=run_dir, m=m, labels=m["labels"], name=visible(run_name(run_dir)),
+                   counts=m.get("counts") or {}, spec=spec,
+                   chosen=m.get("chosen") if isinstance(m.get("chosen"), dict) else {},
+                   figs=model_figures(run_dir, m), backbone=str(m.get("backbone", "?")),
+                   size=size if isinstance(size, int) else "?",
+                   channels=channels if channels in ("RGB", "L") else "RGB")
 
 
 def _intro(r: _Run) -> list[str]:
-    return [f"# {r.name}: an image classifier for {len(r.labels)} classes\n",
-            f"Made with edgetl {r.m.get('edgetl_version', '')} by transfer learning: the convolutional base of "
-            f"`{r.backbone}`, pretrained on ImageNet, is kept frozen and a small head is trained on your photos. "
+    return [f"# {_md(r.name)}: an image classifier for {len(r.labels)} classes\n",
+            f"Made with edgetl {_md(r.m.get('edgetl_version', ''))} by transfer learning: the convolutional base of "
+            f"{_code(r.backbone)}, pretrained on ImageNet, is kept frozen and a small head is trained on your photos. "
             f"Everything below comes from this folder (`metrics.json`); the full report with plots is "
             f"[report.html](report.html).\n"]
 
@@ -62,20 +102,20 @@ def _data(r: _Run) -> list[str]:
     counts, spec, size = r.counts, r.spec, r.size
     per = counts.get("per_class") or {}
     lines = ["## Data\n",
-             f"- {counts.get('images_used', '?')} images used of {counts.get('images_found', '?')} found "
-             f"({counts.get('skipped', 0)} skipped: unreadable or not images); {counts.get('train', '?')} to train, "
-             f"{counts.get('val', '?')} to validate (stratified split, seed "
-             f"{(r.m.get('config') or {}).get('seed', '?')}).",
+             f"- {_md(counts.get('images_used', '?'))} images used of {_md(counts.get('images_found', '?'))} found "
+             f"({_md(counts.get('skipped', 0))} skipped: unreadable or not images); {_md(counts.get('train', '?'))} "
+             f"to train, {_md(counts.get('val', '?'))} to validate (stratified split, seed "
+             f"{_md((r.m.get('config') or {}).get('seed', '?'))}).",
              "- Classes, in output order (`labels.txt`): " + ", ".join(
-                 f"`{c}` ({per[c]})" if c in per else f"`{c}`" for c in r.labels) + "."]
-    if per:
+                 f"{_code(c)} ({_md(per[c])})" if c in per else _code(c) for c in r.labels) + "."]
+    if per and all(isinstance(v, int) for v in per.values()):
         lo, hi = min(per.values()), max(per.values())
         if hi > 2 * lo:
             lines.append(f"- The classes are unbalanced ({lo} to {hi} images): expect lower recall on the small ones.")
     resize = f"{size / float(spec['crop_fraction']):.0f}" if isinstance(size, int) and spec.get("crop_fraction") else "?"
     lines.append(f"- Input: {r.channels} image, shorter side resized to {resize} px, "
-                 f"centre crop {size}×{size}, `(pixel − mean) / std` with mean {spec.get('mean')} and std "
-                 f"{spec.get('std')} (pixel units).\n")
+                 f"centre crop {size}×{size}, `(pixel − mean) / std` with mean {_md(spec.get('mean'))} and std "
+                 f"{_md(spec.get('std'))} (pixel units).\n")
     return lines
 
 
@@ -85,15 +125,15 @@ def _backbone(r: _Run) -> list[str]:
     chosen = r.chosen
     if chosen and cands:
         fits = [c for c in cands if c.get("fits_budget", True)]
-        why = (f"`{r.backbone}` tapped at `{chosen.get('tap')}` with a `{chosen.get('head')}` head at "
-               f"{chosen.get('image_size')} px was chosen by a search over {len(cands)} candidates (tap layer × input "
-               f"size × head): the most accurate on validation of the {len(fits)} that fit the device budget "
+        why = (f"{_code(r.backbone)} tapped at {_code(chosen.get('tap'))} with a {_code(chosen.get('head'))} head at "
+               f"{_md(chosen.get('image_size'))} px was chosen by a search over {len(cands)} candidates (tap layer × "
+               f"input size × head): the most accurate on validation of the {len(fits)} that fit the device budget "
                f"({_pct(chosen.get('val_accuracy'))}, {(chosen.get('macs') or 0) / 1e6:.1f} M MACs). See the search "
                f"table and the accuracy-vs-MACs plot in the report.\n")
     else:
-        why = (f"`{r.backbone}` at {r.size} px{_describe(r.backbone)}: the default backbone, chosen for phones (small, "
-               f"fast, int8-friendly) and because ImageNet features transfer well to everyday photos. Its pooled "
-               f"features feed a softmax layer trained on your images.\n")
+        why = (f"{_code(r.backbone)} at {r.size} px{_describe(r.backbone)}: the default backbone, chosen for phones "
+               f"(small, fast, int8-friendly) and because ImageNet features transfer well to everyday photos. Its "
+               f"pooled features feed a softmax layer trained on your images.\n")
     return ["## Backbone and why\n", why]
 
 
@@ -112,9 +152,9 @@ def _figures_rows(r: _Run) -> list[str]:
             rows.append(f"| `{f['file']}` latency, 1 image, this computer's CPU | {f['latency_ms']:.2f} ms |")
     for fmt, rec in (m.get("exports") or {}).items():
         if "agreement" in rec:
-            rows.append(f"| {fmt} export agrees with ONNX (fp32) | {_pct(rec['agreement'])} |")
+            rows.append(f"| {_md(fmt)} export agrees with ONNX (fp32) | {_pct(rec['agreement'])} |")
         if "agreement_int8" in rec:
-            rows.append(f"| {fmt} export agrees with ONNX (int8) | {_pct(rec['agreement_int8'])} |")
+            rows.append(f"| {_md(fmt)} export agrees with ONNX (int8) | {_pct(rec['agreement_int8'])} |")
     return rows
 
 
@@ -129,8 +169,8 @@ def _metrics(r: _Run) -> list[str]:
         lines.append("| class | precision | recall | validation images |\n|---|---|---|---|")
         for c in r.labels:
             row = per_class.get(c) or {}
-            lines.append(f"| {c} | {row.get('precision', 0):.3f} | {row.get('recall', 0):.3f} | "
-                         f"{row.get('support', '?')} |")
+            lines.append(f"| {_md(c)} | {row.get('precision', 0):.3f} | {row.get('recall', 0):.3f} | "
+                         f"{_md(row.get('support', '?'))} |")
         lines.append("")
     return lines
 
@@ -143,13 +183,14 @@ def _baselines(r: _Run) -> list[str]:
         return ["## Baselines\n",
                 "No baseline was recorded for this run (`edgetl demo` shows the raw-pixel baseline on digits).\n"]
     return (["## Baselines\n", "| model | validation accuracy |\n|---|---|"]
-            + [f"| {k} | {_pct(v)} |" for k, v in rows]
+            + [f"| {_md(k)} | {_pct(v)} |" for k, v in rows]
             + [f"| **this model** | **{_pct(r.m.get('val_accuracy'))}** |\n"])
 
 
 def _limits(r: _Run) -> list[str]:
     val = r.counts.get("val", "?")
     few = isinstance(val, int) and val < 200
+    val = _md(val)
     return [
         "## Intended use and limits\n",
         f"- Intended: labelling photos like the training photos into exactly these {len(r.labels)} classes, on the "
@@ -171,7 +212,7 @@ def _run_python(r: _Run) -> list[str]:
             "```python\nfrom edgetl.runtime import Predictor\n\n"
             f"p = Predictor(\"{r.name}/\", int8=True)         # model.int8.onnx; int8=False for model.onnx\n"
             "print(p.predict([\"photo.jpg\"])[0])          # Prediction(label=..., probability=..., index=...)\n```\n",
-            f"or `edgetl predict {r.name}/ photo.jpg --json`.\n"]
+            f"or {_code(f'edgetl predict {r.name}/ photo.jpg --json')}.\n"]
 
 
 def _run_android(r: _Run) -> list[str]:

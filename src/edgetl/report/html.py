@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .._files import write_bytes
-from .run import load_run, model_figures, run_name, worst_predictions, write_text_atomic
+from .run import inside, load_run, model_figures, recorded_data_dir, run_name, worst_predictions, write_text_atomic
 
 PLOTS_DIR = "plots"
 REPORT = "report.html"
@@ -44,8 +44,15 @@ def _img(data: bytes, alt: str, css: str = "plot") -> str:
             f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">')
 
 
+def plain(text) -> str:
+    """``text`` as matplotlib shows it literally: a label such as ``$`` or
+    ``$x$`` is a class name, not mathtext (which would fail on ``$$``)."""
+    return str(text).replace("$", r"\$")
+
+
 def plot_confusion(cm: np.ndarray, labels: list[str], normalised: bool):
     plt = _figure()
+    labels = [plain(c) for c in labels]
     n = len(labels)
     values = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalised else cm
     side = min(2.5 + 0.45 * n, 14)
@@ -75,7 +82,7 @@ def plot_per_class(per_class: dict, labels: list[str]):
     x = np.arange(n)
     ax.bar(x - 0.2, [per_class[c]["precision"] for c in labels], 0.4, label="precision")
     ax.bar(x + 0.2, [per_class[c]["recall"] for c in labels], 0.4, label="recall")
-    ax.set_xticks(x, labels, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
+    ax.set_xticks(x, [plain(c) for c in labels], rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
     ax.set_ylim(0, 1.18)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.legend(loc="upper center", ncol=2, frameon=False)
@@ -192,6 +199,7 @@ class _Page:
     plots_dir: str
     figs: dict
     chosen: dict
+    data_dir: str | None  # the run's data folder (config.toml): the only images the page may show
 
     def plot(self, fig, name: str, alt: str) -> str:
         """The figure as an inline <img>, also saved as plots_dir/name."""
@@ -203,7 +211,7 @@ def _header(p: _Page, title: str) -> list[str]:
     counts = metrics.get("counts", {})
     cards = [("validation accuracy", _fmt(metrics.get("val_accuracy"), ".1%")),
              ("classes", str(len(p.labels))),
-             ("images (train / val)", f"{counts.get('train', '?')} / {counts.get('val', '?')}"),
+             ("images (train / val)", f"{_fmt(counts.get('train', '?'))} / {_fmt(counts.get('val', '?'))}"),
              ("backbone", html.escape(str(metrics.get("backbone", "?")))),
              ("MACs per image", f"{figs['macs'] / 1e6:.1f} M" if figs.get("macs") else "–")]
     for key in ("fp32", "int8"):
@@ -216,7 +224,8 @@ def _header(p: _Page, title: str) -> list[str]:
     return [f"<h1>{html.escape(title)}</h1>",
             f'<p class="muted">generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by edgetl '
             f'{html.escape(str(metrics.get("edgetl_version", "")))} · input '
-            f'{spec.get("image_size", "?")}×{spec.get("image_size", "?")} {spec.get("channels", "")}'
+            f'{_fmt(spec.get("image_size", "?"))}×{_fmt(spec.get("image_size", "?"))} '
+            f'{_fmt(spec.get("channels", ""))}'
             + (f' · tap {html.escape(str(chosen["tap"]))}' if chosen.get("tap") else "")
             + (f' · head {html.escape(str(chosen["head"]))}' if chosen.get("head") else "") + "</p>",
             '<div class="cards">' + "".join(f'<div class="card">{k}<b>{v}</b></div>' for k, v in cards) + "</div>"]
@@ -276,8 +285,8 @@ def _training_curve(p: _Page) -> list[str]:
         return []
     parts = ["<h2>Training curve</h2>"]
     if head.get("best_epoch"):
-        parts.append(f"<p>The head kept is the one from epoch {head['best_epoch']} (early stopping on validation "
-                     f"loss).</p>")
+        parts.append(f"<p>The head kept is the one from epoch {_fmt(head['best_epoch'])} (early stopping on "
+                     f"validation loss).</p>")
     parts.append(p.plot(plot_history(history), "training_curve.png", "training curve"))
     return parts
 
@@ -332,20 +341,27 @@ def _search(p: _Page) -> list[str]:
     return parts
 
 
-def _figure_of(r: dict) -> str | None:
-    """One gallery entry: thumbnail, true and predicted label (None if the image is unreadable)."""
-    data = _thumbnail(r["path"])
-    if data is None:
-        return None
+def _figure_of(r: dict, data_dir: str | None) -> str | None:
+    """One gallery entry: thumbnail, true and predicted label (None if the image is unreadable).
+    Only an image inside the run's data folder is shown; any other path
+    (metrics.json is only a file: it may have been edited) is named, not read."""
+    name = html.escape(os.path.basename(r["path"]))
+    if inside(data_dir, r["path"]):
+        data = _thumbnail(r["path"])
+        if data is None:
+            return None
+        picture = _img(data, os.path.basename(r["path"]), "thumb")
+    else:
+        picture = f'<p class="muted">{name}: not shown, outside the run\'s data folder</p>'
     ok = r.get("predicted") == r.get("label")
-    return (f'<figure class="{"ok" if ok else "bad"}">{_img(data, os.path.basename(r["path"]), "thumb")}'
+    return (f'<figure class="{"ok" if ok else "bad"}">{picture}'
             f'<figcaption>true <b>{html.escape(str(r.get("label")))}</b><br>predicted '
             f'<b>{html.escape(str(r.get("predicted")))}</b> ({float(r.get("probability") or 0):.0%})'
-            f'<br><span class="muted">{html.escape(os.path.basename(r["path"]))}</span></figcaption></figure>')
+            f'<br><span class="muted">{name}</span></figcaption></figure>')
 
 
 def _worst(p: _Page) -> list[str]:
-    items = [item for item in map(_figure_of, worst_predictions(p.metrics)) if item is not None]
+    items = [item for r in worst_predictions(p.metrics) if (item := _figure_of(r, p.data_dir)) is not None]
     if not items:
         return ["<h2>Worst-classified validation images</h2>",
                 '<p class="muted">No validation images to show (metrics.json lists none, or they were '
@@ -374,7 +390,8 @@ def render_report(run_dir: str, plots_dir: str | None = None) -> str:
     plots_dir = plots_dir or os.path.join(run_dir, PLOTS_DIR)
     os.makedirs(plots_dir, exist_ok=True)
     chosen = metrics.get("chosen") if isinstance(metrics.get("chosen"), dict) else {}
-    page = _Page(run_dir, metrics, metrics["labels"], plots_dir, model_figures(run_dir, metrics), chosen)
+    page = _Page(run_dir, metrics, metrics["labels"], plots_dir, model_figures(run_dir, metrics), chosen,
+                 recorded_data_dir(run_dir))
     title = f"edgetl run: {run_name(run_dir)}"
     parts = _header(page, title) + [part for section in SECTIONS for part in section(page)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

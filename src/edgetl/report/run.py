@@ -128,6 +128,33 @@ def worst_predictions(metrics: dict, limit: int = 12) -> list[dict]:
     return (wrong + right)[:limit]
 
 
+def recorded_data_dir(run_dir: str) -> str | None:
+    """The data folder the run was trained on, as its config.toml records it
+    (``[train] data_dir``); None when the run records none."""
+    import tomllib
+
+    try:
+        with open(os.path.join(run_dir, "config.toml"), "rb") as fh:
+            config = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    table = config.get("train", config)
+    data_dir = table.get("data_dir") if isinstance(table, dict) else None
+    return data_dir if isinstance(data_dir, str) and data_dir else None
+
+
+def inside(folder: str | None, path: str) -> bool:
+    """Whether ``path`` is a file under ``folder``, symlinks followed (a link
+    that leads out of the folder is outside it)."""
+    if not folder:
+        return False
+    try:
+        root, target = os.path.realpath(folder), os.path.realpath(path)
+        return os.path.commonpath([root, target]) == root and os.path.isfile(target)
+    except (OSError, ValueError):  # different drives, NUL in a path
+        return False
+
+
 def write_text_atomic(path: str, text: str) -> str:
     """Write ``text`` to a temporary name beside ``path``, then rename it over
     ``path``. Non-UTF-8 file names (surrogates) are written escaped."""

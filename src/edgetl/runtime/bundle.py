@@ -23,6 +23,8 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..data.input_spec import InputSpec
 from ..errors import BundleError
 from .onnx_info import OnnxInfo, WireError, read_onnx_info
@@ -125,6 +127,11 @@ def _check_io(info: OnnxInfo, model_path: str, labels: list[str], spec: InputSpe
     dims = out[0] if out else []
     if not out or len(dims) != 2 or (dims[1] and dims[1] != len(labels)):
         raise BundleError(f"'{model_path}' does not output {len(labels)} class probabilities; {fix} again")
+    _check_input(info, model_path, spec, f"{fix} again")
+
+
+def _check_input(info: OnnxInfo, model_path: str, spec: InputSpec, fix: str) -> None:
+    """The graph takes the images the spec makes (N x C x H x W)."""
     inputs = [dims for name, dims in info.inputs if name == INPUT_NAME]
     dims = [d or None for d in inputs[0]] if inputs else []
     expected = [spec.num_channels, spec.image_size, spec.image_size]
@@ -132,7 +139,7 @@ def _check_io(info: OnnxInfo, model_path: str, labels: list[str], spec: InputSpe
     # the graph takes, or a damaged spec could ask for any amount of memory.
     if len(dims) != 4 or dims[1:] != expected:
         raise BundleError(f"'{model_path}' does not take '{INPUT_NAME}' images of {expected} (N x C x H x W) as its "
-                          f"input spec says; {fix} again")
+                          f"input spec says; {fix}")
 
 
 def read_bundle(run_dir: str, int8: bool = False) -> Bundle:
@@ -176,34 +183,80 @@ class DeviceFiles:
 
 
 HEAD_ARRAYS = ("weight", "bias", "mean", "scale", "exemplar_features", "exemplar_labels")
+FEATURES_OUTPUT = "features"
+
+
+def check_finite(arrays: dict, path: str, fix: str) -> None:
+    """Refuse arrays holding NaN or infinity: one such weight turns every
+    prediction into NaN (printed as label 0), and training only spreads it."""
+    bad = [key for key, value in arrays.items()
+           if value.dtype.kind in "fc" and value.size and not np.isfinite(value).all()]
+    if bad:
+        raise BundleError(f"'{path}' holds values that are not finite numbers (NaN or infinity) in "
+                          f"{', '.join(repr(k) for k in bad)}; {fix}")
+
+
+def _read_head(path: str, num_labels: int, again: str) -> tuple[dict, float]:
+    """head.safetensors: its arrays, checked against the labels and each other, and its l2."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as fh:
+            head = {key: fh.get_tensor(key) for key in fh.keys()}
+            meta = fh.metadata() or {}
+        l2 = float(meta.get("l2", 1e-4))
+    except (SafetensorError, OSError, ValueError, TypeError):
+        raise BundleError(f"'{path}' is not a readable safetensors file; {again}") from None
+    mismatch = BundleError(f"'{path}' does not match the bundle's {num_labels} labels; {again}")
+    if any(k not in head for k in HEAD_ARRAYS):
+        raise mismatch
+    shape, ex_labels = head["weight"].shape, head["exemplar_labels"]
+    if (len(shape) != 2 or shape[0] != num_labels or head["bias"].shape != shape[:1]
+            or head["mean"].shape != shape[1:] or head["scale"].shape != shape[1:]
+            or head["exemplar_features"].ndim != 2 or head["exemplar_features"].shape[1:] != shape[1:]
+            or ex_labels.shape != head["exemplar_features"].shape[:1] or ex_labels.dtype.kind not in "iu"
+            or (ex_labels.size and not (0 <= ex_labels.min() and ex_labels.max() < num_labels))):
+        raise mismatch
+    check_finite(head, path, again)
+    if (head["scale"] <= 0).any():  # features divided by it: infinity
+        raise BundleError(f"'{path}' holds a standardisation 'scale' of 0 or less; {again}")
+    if not np.isfinite(l2) or l2 < 0:
+        raise BundleError(f"'{path}' records an l2 penalty of {l2}, not a finite number >= 0; {again}")
+    return head, l2
+
+
+def _check_parts(features: OnnxInfo, features_path: str, train_step: OnnxInfo, train_step_path: str,
+                 spec: InputSpec, dim: int, again: str) -> None:
+    """The feature model takes the bundle's images and gives the features the
+    head reads; the train step trains a head of that width."""
+    _check_input(features, features_path, spec, again)
+    out = [dims for name, dims in features.outputs if name == FEATURES_OUTPUT]
+    if not out or len(out[0]) != 2 or out[0][1] not in (0, dim):
+        raise BundleError(f"'{features_path}' does not output '{FEATURES_OUTPUT}' of {dim} values per image as "
+                          f"{HEAD} expects; {again}")
+    weight = [dims for name, dims in train_step.inputs if name == "weight"]
+    if not weight or len(weight[0]) != 2 or weight[0][1] not in (0, dim):
+        raise BundleError(f"'{train_step_path}' does not train a head on {dim} features as {HEAD} holds; {again}")
 
 
 def read_device_files(run_dir: str, int8: bool = False) -> DeviceFiles:
-    """The bundle plus its on-device learning files (features model, head, train step), checked."""
-    from safetensors import SafetensorError, safe_open
-
+    """The bundle plus its on-device learning files (features model, head,
+    train step), each checked against the others and the head's numbers
+    checked finite; BundleError naming the file otherwise."""
     bundle = read_bundle(run_dir, int8=int8)
     again = "train it again with this edgetl ('edgetl train') to add the on-device learning files"
-    paths = {name: os.path.join(bundle.run_dir, name) for name in
-             (FEATURES_INT8 if int8 else FEATURES_FP32, HEAD, TRAIN_STEP)}
+    features_name = FEATURES_INT8 if int8 else FEATURES_FP32
+    paths = {name: os.path.join(bundle.run_dir, name) for name in (features_name, HEAD, TRAIN_STEP)}
+    infos = {}
     for name, path in paths.items():
         if not os.path.isfile(path):
             raise BundleError(f"'{bundle.run_dir}' has no {name}; {again}")
         if name != HEAD:
-            read_model_info(path, again)
-    try:
-        with safe_open(paths[HEAD], framework="numpy") as fh:
-            head = {key: fh.get_tensor(key) for key in fh.keys()}
-            meta = fh.metadata() or {}
-        l2 = float(meta.get("l2", 1e-4))
-    except (SafetensorError, OSError, ValueError):
-        raise BundleError(f"'{paths[HEAD]}' is not a readable safetensors file; {again}") from None
-    missing = [k for k in HEAD_ARRAYS if k not in head]
-    shape = head["weight"].shape if "weight" in head else ()
-    if (missing or len(shape) != 2 or shape[0] != len(bundle.labels) or head["mean"].shape != shape[1:]
-            or head["exemplar_features"].shape[1:] != shape[1:]):
-        raise BundleError(f"'{paths[HEAD]}' does not match the bundle's {len(bundle.labels)} labels; {again}")
-    return DeviceFiles(bundle, paths[FEATURES_INT8 if int8 else FEATURES_FP32], paths[TRAIN_STEP], head, l2)
+            infos[name] = read_model_info(path, again)
+    head, l2 = _read_head(paths[HEAD], len(bundle.labels), "train the bundle again ('edgetl train')")
+    _check_parts(infos[features_name], paths[features_name], infos[TRAIN_STEP], paths[TRAIN_STEP],
+                 bundle.input_spec, int(head["weight"].shape[1]), "train the bundle again ('edgetl train')")
+    return DeviceFiles(bundle, paths[features_name], paths[TRAIN_STEP], head, l2)
 
 
 # ---------------------------------------------------------------- the host's view: metrics.json

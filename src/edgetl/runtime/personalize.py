@@ -13,7 +13,15 @@ The state is one safetensors file in ``state_dir``, replaced atomically by
 :meth:`Personalizer.save` (written to a temporary name, flushed, renamed): a process killed while saving leaves the previous state.
 The device runtime does this itself rather than through the host's
 ``edgetl._files``: it depends on nothing but numpy, onnxruntime, Pillow,
-safetensors and ``edgetl.data``/``edgetl.errors``."""
+safetensors and ``edgetl.data``/``edgetl.errors``.
+
+One writer at a time: :meth:`Personalizer.edit` holds the state folder's lock
+(``edgetl.runtime.lock``) from reading the state to the end of the block, so
+a second writer waits; :meth:`Personalizer.save` takes the lock too and
+refuses to replace a state that another process saved after this one read
+it (it would silently drop that save's examples). Numbers that are not
+finite (NaN, infinity) are refused when a state is read, saved or trained,
+never stored or printed as an answer."""
 
 from __future__ import annotations
 
@@ -21,13 +29,16 @@ import glob
 import hashlib
 import json
 import os
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import numpy as np
 
-from ..errors import BundleError, DataError, storage_error
-from .bundle import read_device_files
-from .predictor import Prediction, run_images, top_predictions
+from ..data.folder import control_characters, visible
+from ..errors import BundleError, DataError, StorageError, storage_error
+from .bundle import check_finite, read_device_files
+from .lock import folder_lock
+from .predictor import Prediction, check_probabilities, run_images, top_predictions
 from .session import make_session
 
 STATE_FILE = "personal.safetensors"
@@ -73,11 +84,42 @@ def _write_durably(path: str, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            # Written and flushed, yet gone: something else removed it (or the
+            # folder). Say so rather than blame the disk.
+            gone = f"the temporary file '{tmp}'" if os.path.isdir(folder) else f"the folder '{folder}'"
+            raise StorageError(f"Cannot save {name}: {gone} was removed by another process while it was being "
+                               f"written; nothing was saved; make sure only edgetl writes in '{folder}' and "
+                               f"run it again") from None
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    """The ``__metadata__`` of a safetensors file's header (8-byte length, JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError("no metadata")
+    return meta
+
+
+def _check_state(arrays: dict, meta: dict, path: str, dim: int) -> None:
+    """A state's arrays fit its labels and the bundle's feature width, and are finite numbers."""
+    fix = "move it away and start again with 'edgetl device add'"
+    n = len(meta["labels"])
+    weight, bias, features, labels = (arrays[k] for k in ("weight", "bias", "features", "labels"))
+    if (weight.shape != (n, dim) or bias.shape != (n,) or features.ndim != 2 or features.shape[1] != dim
+            or labels.shape != features.shape[:1] or labels.dtype.kind not in "iu"
+            or (labels.size and not (0 <= labels.min() and labels.max() < n))):
+        raise BundleError(f"Personalization state '{path}' does not fit its {n} labels and the bundle's "
+                          f"{dim} features; {fix}")
+    check_finite(arrays, path, fix)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -92,15 +134,20 @@ class Personalizer:
     ``Personalizer(run_dir, state_dir)`` opens the state in ``state_dir`` if
     there is one (``run_dir`` may then be None: the state remembers its
     bundle), otherwise starts from the bundle. Nothing is written until
-    :meth:`save`."""
+    :meth:`save`. Where several processes may change the same state, open it
+    with ``with Personalizer.edit(run_dir, state_dir) as p:``: the others
+    wait until the block ends."""
 
     def __init__(self, run_dir: str | os.PathLike | None, state_dir: str | os.PathLike, int8: bool = False,
                  num_threads: int | None = None):
         self.state_dir = os.fspath(state_dir)
+        self._holds_lock = False
         state_path = os.path.join(self.state_dir, STATE_FILE)
         saved = self._read_state(state_path) if os.path.isfile(state_path) else None
+        # The state as read: save() refuses to replace a state someone else saved since.
+        self._read_sha256 = saved[2] if saved is not None else None
         if saved is not None:
-            arrays, meta = saved
+            arrays, meta, _ = saved
             stored_run = meta["run_dir"]
             if run_dir is not None and os.path.realpath(os.fspath(run_dir)) != os.path.realpath(stored_run):
                 raise DataError(f"State '{self.state_dir}' belongs to bundle '{stored_run}', not '{run_dir}'; "
@@ -115,6 +162,7 @@ class Personalizer:
         self.input_spec = files.bundle.input_spec
         self.l2 = files.l2
         self._mean, self._scale = files.head["mean"], files.head["scale"]
+        self._features_path = files.features_path
         self._features_hash = _file_sha256(files.features_path)
         self._features = make_session(files.features_path, num_threads=num_threads)
         self._step = make_session(files.train_step_path, num_threads=num_threads)
@@ -130,37 +178,86 @@ class Personalizer:
             if meta["features_sha256"] != self._features_hash:
                 raise BundleError(f"The feature model in '{self.run_dir}' changed since state '{self.state_dir}' "
                                   f"was made (the stored features no longer match it); start a new state folder")
-            self.labels = json.loads(meta["labels"])
+            _check_state(arrays, meta, state_path, int(files.head["weight"].shape[1]))
+            self.labels = meta["labels"]
             self.weight, self.bias = arrays["weight"], arrays["bias"]
             self.stored_features, self.stored_labels = arrays["features"], arrays["labels"]
-            self.num_added = int(meta["num_added"])
-            self.history = json.loads(meta["history"])
+            self.num_added = meta["num_added"]
+            self.history = meta["history"]
+
+    @classmethod
+    @contextmanager
+    def edit(cls, run_dir: str | os.PathLike | None, state_dir: str | os.PathLike,
+             **kwargs) -> Iterator["Personalizer"]:
+        """``with Personalizer.edit(run_dir, state_dir) as p:`` opens the state
+        holding its folder's lock until the block ends, so another writer
+        (another process, or another ``edit``) waits instead of working on a
+        copy that one of the two saves would overwrite. Call :meth:`save`
+        inside the block; a folder made for the lock is removed again if
+        nothing was saved in it."""
+        with folder_lock(os.fspath(state_dir)):
+            p = cls(run_dir, state_dir, **kwargs)
+            p._holds_lock = True
+            try:
+                yield p
+            finally:
+                p._holds_lock = False
 
     # -- state -------------------------------------------------------------
 
     def _read_state(self, path: str):
-        from safetensors import SafetensorError, safe_open
+        """(arrays, metadata with labels/num_added/history decoded, sha256 of the file)."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
 
         broken = (f"Personalization state '{path}' is damaged; move it away and start again with "
                   f"'edgetl device add'")
         try:
-            with safe_open(path, framework="numpy") as fh:
-                arrays = {key: fh.get_tensor(key) for key in fh.keys()}
-                meta = fh.metadata() or {}
-        except (SafetensorError, OSError, ValueError):
+            with open(path, "rb") as fh:
+                data = fh.read()
+            arrays = load(data)
+            meta = dict(_safetensors_metadata(data))
+            needed = ("format", "run_dir", "int8", "labels", "features_sha256", "num_added", "history")
+            if meta.get("format") != STATE_FORMAT or any(k not in meta for k in needed) or \
+                    any(k not in arrays for k in ("weight", "bias", "features", "labels")):
+                raise ValueError("not an edgetl state")
+            meta["labels"] = json.loads(meta["labels"])
+            meta["num_added"] = int(meta["num_added"])
+            meta["history"] = json.loads(meta["history"])
+            if not (isinstance(meta["labels"], list) and all(isinstance(x, str) for x in meta["labels"])
+                    and isinstance(meta["history"], list)):
+                raise ValueError("labels or history of the wrong type")
+        except (SafetensorError, OSError, ValueError, TypeError, RecursionError):
             raise BundleError(broken) from None
-        needed = ("format", "run_dir", "int8", "labels", "features_sha256", "num_added", "history")
-        if meta.get("format") != STATE_FORMAT or any(k not in meta for k in needed) or \
-                any(k not in arrays for k in ("weight", "bias", "features", "labels")):
-            raise BundleError(broken)
-        return arrays, meta
+        return arrays, meta, hashlib.sha256(data).hexdigest()
+
+    def _state_sha256(self, path: str) -> str | None:
+        """sha256 of the state file now on the disk (None if there is none)."""
+        try:
+            return _file_sha256(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise storage_error(exc, f"the learning state {STATE_FILE}", self.state_dir) from None
 
     def save(self) -> str:
-        """Write the state atomically; returns the state file's path."""
+        """Write the state atomically, holding the state folder's lock; returns
+        the state file's path. Refused (DataError, nothing written) when
+        another process saved the state after this one read it, and when the
+        head or the stored features hold NaN or infinity."""
+        if self._holds_lock:
+            return self._save()
+        with folder_lock(self.state_dir):
+            return self._save()
+
+    def _save(self) -> str:
         from safetensors.numpy import save
 
-        os.makedirs(self.state_dir, exist_ok=True)
         path = os.path.join(self.state_dir, STATE_FILE)
+        if self._state_sha256(path) != self._read_sha256:
+            raise DataError(f"State '{self.state_dir}' was saved by another process after it was opened here; "
+                            f"nothing was saved (that would drop what the other one saved): open it again and "
+                            f"repeat the change, inside 'with Personalizer.edit(...)' to wait for other writers")
         meta = {
             "format": STATE_FORMAT,
             "run_dir": self.run_dir,
@@ -172,12 +269,18 @@ class Personalizer:
         }
         arrays = {"weight": self.weight, "bias": self.bias, "features": self.stored_features,
                   "labels": self.stored_labels}
+        if not all(np.isfinite(arrays[k]).all() for k in ("weight", "bias", "features")):
+            raise DataError(f"The head or the stored features hold values that are not numbers (NaN or infinity); "
+                            f"nothing was saved in '{self.state_dir}': open the state again")
         _sweep_debris(self.state_dir)
         data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
         try:
             _write_durably(path, data)
+        except StorageError:
+            raise
         except OSError as exc:  # disk full, read-only: the previous state stays as it was
             raise storage_error(exc, f"the learning state {STATE_FILE}", self.state_dir) from None
+        self._read_sha256 = hashlib.sha256(data).hexdigest()
         return path
 
     # -- learning ----------------------------------------------------------
@@ -187,7 +290,11 @@ class Personalizer:
         ``EMBED_BATCH`` at a time: on a phone resident memory is the budget,
         and a batch's activations are most of it (measured: 10 x 50 images at
         96 px peak at 270 MB with batches of 32, 164 MB with 8, 138 MB with 1)."""
-        return run_images(self._features, self.input_spec, images, "features", batch_size=EMBED_BATCH)
+        feats = run_images(self._features, self.input_spec, images, "features", batch_size=EMBED_BATCH)
+        if not np.isfinite(feats).all():
+            raise BundleError(f"'{self._features_path}' computed features that are not numbers (NaN or infinity): "
+                              f"its weights are damaged; train the bundle again ('edgetl train')")
+        return feats
 
     def _standardise(self, features: np.ndarray) -> np.ndarray:
         return (features - self._mean) / self._scale
@@ -203,6 +310,9 @@ class Personalizer:
         label = str(label).strip()
         if not label:
             raise DataError("the label is empty; pass --label NAME")
+        if bad := control_characters(label):
+            raise DataError(f"the label '{visible(label)}' contains control characters ({bad}); a label is one line "
+                            f"of plain text: pass another --label")
         images = list(images)
         if not images:
             raise DataError(f"no images given for '{label}'; pass at least one image")
@@ -258,7 +368,7 @@ class Personalizer:
         classes = np.unique(self.stored_labels)
         members = [np.flatnonzero(self.stored_labels == c) for c in classes]
         per_class = max(len(m) for m in members)
-        weight, bias = self.weight, self.bias
+        weight, bias, history = self.weight, self.bias, []
         for _ in range(epochs):
             order = np.concatenate([rng.permutation(m) if len(m) == per_class
                                     else rng.choice(m, per_class, replace=True) for m in members])
@@ -271,10 +381,17 @@ class Personalizer:
                     "labels": self.stored_labels[rows], "learning_rate": lr, "l2": l2_arr,
                 })
                 losses.append(float(loss) * len(rows))
-            self.history.append({"epoch": len(self.history) + 1, "loss": sum(losses) / len(order),
-                                 "examples": int(len(self.stored_labels)), "classes": len(self.labels)})
+            mean_loss = sum(losses) / len(order)
+            if not (np.isfinite(mean_loss) and np.isfinite(weight).all() and np.isfinite(bias).all()):
+                # Diverged: NaN weights would predict label 0 for everything, and be saved.
+                raise DataError(f"Training diverged at epoch {len(history) + 1} (loss {mean_loss:g}); the head was "
+                                f"left as it was and nothing is saved: fit with a smaller learning rate "
+                                f"(it was {float(lr):g})")
+            history.append({"epoch": len(self.history) + len(history) + 1, "loss": mean_loss,
+                            "examples": int(len(self.stored_labels)), "classes": len(self.labels)})
         self.weight, self.bias = weight, bias
-        return self.history[-epochs:]
+        self.history.extend(history)
+        return history
 
     def default_learning_rate(self) -> float:
         """1 / the largest eigenvalue of the stored features' second moment:
@@ -291,7 +408,9 @@ class Personalizer:
     # -- inference ---------------------------------------------------------
 
     def predict_proba(self, images) -> np.ndarray:
-        return _softmax(self._standardise(self.embed(images)) @ self.weight.T + self.bias)
+        proba = _softmax(self._standardise(self.embed(images)) @ self.weight.T + self.bias)
+        return check_probabilities(proba, f"The learning state in '{self.state_dir}'",
+                                   "move it away and start again with 'edgetl device add'")
 
     def predict(self, images) -> list[Prediction]:
         return top_predictions(self.predict_proba(images), self.labels)

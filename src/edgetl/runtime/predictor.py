@@ -112,7 +112,7 @@ class Predictor:
         if proba.ndim != 2 or proba.shape[1] != len(self.labels):
             raise BundleError(f"'{self.bundle.model_path}' returned {proba.shape[1:]} values per image for "
                               f"{len(self.labels)} labels; train the bundle again ('edgetl train')")
-        return proba
+        return check_probabilities(proba, f"'{self.bundle.model_path}'")
 
     def iter_proba(self, images) -> Iterator[np.ndarray]:
         """Probabilities batch by batch (each ``batch_size`` x classes), for any
@@ -151,6 +151,17 @@ class Predictor:
             return np.zeros((0, len(self.labels)), np.float32)
         return np.concatenate([self._run(np.ascontiguousarray(batch[i : i + self.batch_size]))
                                for i in range(0, len(batch), self.batch_size)])
+
+
+def check_probabilities(proba: np.ndarray, source: str, fix: str = "train the bundle again ('edgetl train')"
+                        ) -> np.ndarray:
+    """``proba`` if every value is a finite number; a model whose weights hold
+    NaN or infinity gives NaN for every image, which must not be printed as an
+    answer (label 0, probability NaN) nor written as JSON."""
+    if not np.isfinite(proba).all():
+        raise BundleError(f"{source} computed probabilities that are not numbers (NaN or infinity): its weights "
+                          f"are damaged; {fix}")
+    return proba
 
 
 def top_predictions(proba: np.ndarray, labels: list[str]) -> list[Prediction]:

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 
+from edgetl.training.rundir import RUN_MARKER, read_run_marker, write_run_marker
+
 
 def test_demo_end_to_end(tmp_path):
     out_dir = tmp_path / "demo-run"
-    # An earlier demo run (its marker file) is replaced by the new one...
+    # An earlier demo run (the run marker says the demo made it) is replaced by the new one...
     out_dir.mkdir()
-    (out_dir / ".edgetl-demo").touch()
+    write_run_marker(str(out_dir), made_by="demo")
     (out_dir / "stale.txt").write_text("from an earlier demo")
     proc = subprocess.run(
         [sys.executable, "-m", "edgetl.cli", "demo", "--out", str(out_dir)],
@@ -39,12 +41,16 @@ def test_demo_end_to_end(tmp_path):
     predicted = [line for line in text.splitlines() if line.strip().startswith("true ")]
     assert len(predicted) == 8
     assert sum(line.split()[1] == line.split()[3] for line in predicted) >= 6
-    assert not (out_dir / "stale.txt").exists() and (out_dir / ".edgetl-demo").exists()
-    # ...but never a folder that is not one.
+    assert not (out_dir / "stale.txt").exists() and read_run_marker(str(out_dir))["made_by"] == "demo"
+    # ...but never a folder that is not one: a user's folder, or a run the demo did not make.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    refused = subprocess.run([sys.executable, "-m", "edgetl.cli", "demo", "--out", str(tmp_path / "mine")],
-                             capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    (tmp_path / "trained").mkdir()
+    write_run_marker(str(tmp_path / "trained"))
+    for other, files in (("mine", ["notes.txt"]), ("trained", [RUN_MARKER])):
+        refused = subprocess.run([sys.executable, "-m", "edgetl.cli", "demo", "--out", str(tmp_path / other)],
+                                 capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert "not an earlier demo run" in refused.stderr
+        assert sorted(os.listdir(tmp_path / other)) == files
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    assert sorted(os.listdir(tmp_path / "mine")) == ["notes.txt"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from typing import Iterator
 
@@ -41,6 +42,43 @@ def temp_name(path: str) -> str:
     ``.NAME.tmp-PID`` in the same folder (same file system, so the rename is atomic)."""
     folder, base = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{base}.tmp-{os.getpid()}")
+
+
+# What temp_name (and replace_path's set-aside ".old") names: ``.NAME.tmp-PID[.old]``.
+_TEMP = re.compile(r"\.(.+)\.tmp-(\d+)(\.old)?")
+
+
+def sweep_temporaries(folder: str, suffixes: tuple[str, ...] = ()) -> int:
+    """Remove from ``folder`` (not below it) the temporaries of writers that
+    are no longer running: a process killed (SIGKILL, power cut) between
+    creating ``.NAME.tmp-PID`` and renaming it leaves it behind, and nothing
+    else ever would remove it. A live writer's files are left alone;
+    ``suffixes``: only temporaries of files ending so (in a folder edgetl
+    shares with other files). Returns how many were removed; a folder that
+    cannot be read is left as it is."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        match = _TEMP.fullmatch(name)
+        if not match or (suffixes and not match.group(1).endswith(suffixes)):
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        _remove(os.path.join(folder, name))
+        removed += 1
+    return removed
+
+
+def open_cache_folder(folder: str, suffixes: tuple[str, ...] = ()) -> str:
+    """Create a cache folder if needed and sweep dead writers' temporaries
+    from it (:func:`sweep_temporaries`); returns ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    sweep_temporaries(folder, suffixes)
+    return folder
 
 
 def _remove(path: str) -> None:

@@ -19,8 +19,6 @@ from .errors import RunExistsError
 
 log = logging.getLogger(__name__)
 
-DEMO_MARKER = ".edgetl-demo"
-
 
 def write_digits_folder(root: str) -> list[str]:
     """Digits as PNGs, dark ink on white paper, ``root/<digit>/<n>.png``."""
@@ -65,14 +63,26 @@ def labeled_paths(folder: str, labels: list[str]) -> tuple[list[str], np.ndarray
     return paths, np.asarray(y)
 
 
+def is_demo_run(folder: str) -> bool:
+    """An earlier ``edgetl demo`` run: the run marker says the demo made it
+    (or, made before the run marker existed, the demo's own empty marker file
+    ``.edgetl-demo``). The demo replaces only these, never another run."""
+    from .training.rundir import is_run_folder, read_run_marker
+
+    marker = read_run_marker(folder) or {}
+    return marker.get("made_by") == "demo" or (
+        is_run_folder(folder) and os.path.isfile(os.path.join(folder, ".edgetl-demo")))
+
+
 def run_demo(out_dir: str = "edgetl-demo-run", cache_dir: str | None = None, progress: bool | None = None,
              echo=print) -> dict:
     from .runtime import Predictor
     from .search import search_summary
     from .training import train
+    from .training.rundir import write_run_marker
 
     out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.exists(os.path.join(out_dir, DEMO_MARKER)):
+    if os.path.lexists(out_dir) and not is_demo_run(out_dir):
         raise RunExistsError(f"'{out_dir}' exists and is not an earlier demo run; pass another --out")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgetl-digits-") as tmp:
@@ -84,7 +94,7 @@ def run_demo(out_dir: str = "edgetl-demo-run", cache_dir: str | None = None, pro
              "size and the head...")
         result = train(train_dir, out_dir, crop_fraction=1.0, val_split=0.2, seed=0, cache_dir=cache_dir,
                        overwrite=True, progress=progress)
-        open(os.path.join(out_dir, DEMO_MARKER), "w").close()
+        write_run_marker(out_dir, made_by="demo")  # the next demo may replace it
         m = result.metrics
         echo("")
         for line in search_summary(m, result.searcher, limit=10):

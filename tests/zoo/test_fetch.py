@@ -16,8 +16,12 @@ import io
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -68,7 +72,10 @@ def payloads(tmp_path_factory):
 
 
 class _Server:
-    """Serves ``routes`` (path -> bytes, or ("truncate", bytes)); counts requests."""
+    """Serves ``routes`` (path -> bytes, ("truncate", bytes): half of it under
+    a longer Content-Length, ("endless", bytes): that chunk over and over
+    without a Content-Length, or ("announce", n): a Content-Length of n
+    bytes, then a few); counts requests."""
 
     def __init__(self, routes: dict):
         self.routes = routes
@@ -82,6 +89,9 @@ class _Server:
                 if body is None:
                     self.send_error(404, "Not Found")
                     return
+                if isinstance(body, tuple) and body[0] in ("endless", "announce"):
+                    self._send_forever(*body)
+                    return
                 truncate = isinstance(body, tuple)
                 if truncate:
                     body = body[1]
@@ -91,6 +101,22 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(body[: len(body) // 2] if truncate else body)
                 self.close_connection = True
+
+            def _send_forever(self, kind, what):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                if kind == "announce":
+                    self.send_header("Content-Length", str(what))
+                    what = b"\0" * 1024
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    while True:  # until the client hangs up ("announce": a few chunks, then a hang-up)
+                        self.wfile.write(what)
+                        if kind == "announce":
+                            return
+                except OSError:
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -117,6 +143,8 @@ def server(payloads):
         "/wrong_arch.pth": payloads["wrong_arch"],
         "/evil.pth": payloads["evil"],
         "/truncated.pth": ("truncate", payloads["good"]),
+        "/endless.pth": ("endless", b"\0" * (1 << 16)),
+        "/huge.pth": ("announce", 10 << 30),
     })
     yield srv
     srv.close()
@@ -133,11 +161,12 @@ def cache(tmp_path, monkeypatch):
     return folder
 
 
-def register_remote(monkeypatch, url: str, sha256: str) -> None:
+def register_remote(monkeypatch, url: str, sha256: str, size_mb: float | None = None) -> None:
     """A test-only backbone whose published checkpoint is at ``url``."""
     list_backbones()  # load the families before adding to the registry
     spec = dataclasses.replace(get_spec("efficientnet_lite0"), name=NAME,
-                               default_weights=RemoteWeights(url=url, filename=FILENAME, sha256=sha256))
+                               default_weights=RemoteWeights(url=url, filename=FILENAME, sha256=sha256,
+                                                             size_mb=size_mb))
     monkeypatch.setitem(_REGISTRY, NAME, spec)
 
 
@@ -210,6 +239,81 @@ def test_hash_mismatch(monkeypatch, server, cache):
 def test_truncated_download(monkeypatch, server, payloads, cache):
     register_remote(monkeypatch, server.url("/truncated.pth"), _sha(payloads["good"])[:8])
     assert_fails(cache, "cut short", "edgetl weights import")
+
+
+def test_a_download_larger_than_published_is_stopped(monkeypatch, server, payloads, cache):
+    """An endless response (no Content-Length) is cut just above the
+    registry's published size, and one that announces more is refused
+    before its body is read; nothing is left in the cache."""
+    register_remote(monkeypatch, server.url("/endless.pth"), _sha(payloads["good"])[:8], size_mb=1.0)
+    assert_fails(cache, "kept sending", "published checkpoint", "2.1 MB", "/endless.pth")
+    register_remote(monkeypatch, server.url("/huge.pth"), _sha(payloads["good"])[:8], size_mb=1.0)
+    assert_fails(cache, "announces 10737.4 MB", "/huge.pth")
+    # The published size, plus its margin, is taken in full.
+    size_mb = len(payloads["good"]) / (1 << 20)
+    register_remote(monkeypatch, server.url("/good.pth"), _sha(payloads["good"])[:8], size_mb=size_mb)
+    assert files_in(cache) == [] and fetch_weights(NAME, progress=False) == str(cache / FILENAME)
+
+
+def test_every_published_checkpoint_has_a_size():
+    from edgetl.zoo.fetch import max_download_bytes
+
+    for name in list_backbones():
+        source = get_spec(name).default_weights
+        if isinstance(source, RemoteWeights):
+            assert source.size_mb and max_download_bytes(source) > source.size_mb * (1 << 20), name
+
+
+def test_fetch_sweeps_what_killed_fetches_left(remote, cache):
+    """A download killed (SIGKILL, power cut) leaves .NAME.tmp-PID; the next
+    fetch removes those of dead processes, never a running one's."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = cache / f".{FILENAME}.tmp-{proc.pid}"
+    dead.write_bytes(b"\0" * 4096)
+    running = cache / f".other.pth.tmp-{os.getpid()}"
+    running.write_bytes(b"in progress")
+    fetch_weights(NAME, progress=False)
+    assert files_in(cache) == sorted([FILENAME, running.name])
+
+
+_FETCH = """
+import dataclasses, sys
+from edgetl.cli import main
+from edgetl.zoo import get_spec, list_backbones
+from edgetl.zoo.registry import _REGISTRY, RemoteWeights
+
+name, url, filename = sys.argv[1:]
+list_backbones()
+_REGISTRY[name] = dataclasses.replace(get_spec("efficientnet_lite0"), name=name,
+                                      default_weights=RemoteWeights(url=url, filename=filename, sha256="0" * 8))
+sys.exit(main(["weights", "fetch", name]))
+"""
+
+
+def test_sigterm_during_a_download_leaves_nothing(server, cache):
+    """`kill PID` during `edgetl weights fetch`: the same clean path as
+    Ctrl-C, exit code 143, and the partial file is gone."""
+    proc = subprocess.Popen([sys.executable, "-c", _FETCH, NAME, server.url("/endless.pth"), FILENAME],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, EDGETL_WEIGHTS_DIR=str(cache)))
+    try:
+        deadline = time.monotonic() + 300
+        while not [n for n in files_in(cache) if n.endswith(f".tmp-{proc.pid}")] and proc.poll() is None:
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        while os.path.getsize(cache / f".{FILENAME}.tmp-{proc.pid}") == 0:  # bytes are arriving
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == "edgetl: interrupted; nothing half-written was left behind", err
+    assert "Traceback" not in err
+    assert files_in(cache) == []
 
 
 def test_http_404(remote, cache):

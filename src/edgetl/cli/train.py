@@ -56,14 +56,14 @@ def cmd_train(args) -> int:
 
 def cmd_plan(args) -> int:
     from ..data.folder import scan_folder
-    from ..errors import DataError
     from ..finetune import CANDIDATES
     from ..finetune.planner import idle_mb, plan, warm_up
     from ..training.inputs import fine_tune_input_spec
     from ..zoo import get_spec
 
-    if (args.image_size is not None and args.image_size < 16) or args.batch_size < 1:
-        raise DataError("--image-size must be at least 16 and --batch-size at least 1")
+    # Bounded as 'edgetl train' bounds them (TrainConfig's checks: 16 to 1024 px, batch >= 1, budget > 0).
+    TrainConfig(data_dir=args.data_dir, backbone=args.backbone, image_size=args.image_size,
+                batch_size=args.batch_size, max_memory_mb=args.max_memory_mb)
     folder = scan_folder(args.data_dir)
     input_spec = fine_tune_input_spec(get_spec(args.backbone), folder.paths, args.image_size)
     size = input_spec.image_size

@@ -1,7 +1,8 @@
 """Folder of labeled images -> on-device bundle: ``train(config)``.
 
 One dispatcher, two paths. The settings (``config.TrainConfig``) are
-checked first, then the run folder (``rundir``), then the folder is
+checked first, then the run folder (``rundir``: writable, claimed for the
+whole run, replaced only if it is an edgetl run), then the folder is
 scanned once; ``--strategy auto`` is resolved here, before dispatch, so
 each path runs once: ``head_path`` (frozen base, cached features, the
 layer/size/head search) or ``finetune_path`` (bias, last-K, full,
@@ -42,19 +43,40 @@ def train(config: TrainConfig | str | os.PathLike | None = None, out_dir: str | 
 
     config = _as_config(config, out_dir, settings)
     kind, _ = parse_strategy(config.strategy)
-    if kind == "head":
-        if config.resume:
-            raise DataError("--resume continues a fine-tuning run (--strategy bias, last-K, full, scratch); the head "
-                            "strategy caches its features and restarts quickly without it")
-        from .rundir import check_out_dir
+    if kind == "head" and config.resume:
+        raise DataError("--resume continues a fine-tuning run (--strategy bias, last-K, full, scratch); the head "
+                        "strategy caches its features and restarts quickly without it")
+    from .rundir import check_out_path, check_out_writable, claim_run
 
-        check_out_dir(config.out, config.data_dir, config.overwrite)
-        from .head_path import train_head
+    check_out_path(config.out, config.data_dir)  # before --out's parent is created: never inside the data folder
+    check_out_writable(config.out)
+    with claim_run(config.out):  # held until the run is published or given up
+        if kind == "head":
+            from .rundir import check_out_dir
 
-        return train_head(config, scan_folder(config.data_dir), cache_dir=cache_dir, progress=progress)
-    _check_state(config)
-    folder = scan_folder(config.data_dir)
-    return _fine_tune(config, folder, cache_dir, progress)
+            check_out_dir(config.out, config.data_dir, config.overwrite)
+        else:
+            _check_state(config)
+        _sweep_cache(cache_dir)
+        folder = scan_folder(config.data_dir)
+        if kind == "head":
+            from .head_path import train_head
+
+            return train_head(config, folder, cache_dir=cache_dir, progress=progress)
+        return _fine_tune(config, folder, cache_dir, progress)
+
+
+def _sweep_cache(cache_dir: str | None) -> None:
+    """Temporaries that killed processes left in the cache: exported graphs,
+    fetched weights, the JSON caches at its top (only theirs: $EDGETL_CACHE_DIR
+    may be a folder holding other files); feature shards sweep themselves when
+    their folder is opened."""
+    from .._files import cache_path, sweep_temporaries
+    from ..zoo.weights import weights_cache_dir
+
+    sweep_temporaries(cache_path(cache_dir), (".json",))
+    sweep_temporaries(cache_path(cache_dir, "models"))
+    sweep_temporaries(weights_cache_dir(), (".pth", ".safetensors"))
 
 
 def _as_config(config, out_dir, settings: dict) -> TrainConfig:

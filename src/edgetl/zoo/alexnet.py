@@ -213,6 +213,9 @@ _MODELS = {
     ),
 }
 
+# The published files' sizes in MiB (torchvision's _file_size): 'weights fetch' stops just above.
+_FILE_MB = {"alexnet-owt-7be5be79.pth": 233.087}
+
 for _name, (_layout, _input, _params, _file, _top1, _min_size, _desc) in _MODELS.items():
     register_backbone(
         BackboneSpec(
@@ -224,7 +227,7 @@ for _name, (_layout, _input, _params, _file, _top1, _min_size, _desc) in _MODELS
             num_params=_params,
             default_weights=(
                 RemoteWeights(url=f"https://download.pytorch.org/models/{_file}", filename=_file,
-                              sha256=_file.rsplit("-", 1)[1].split(".")[0])
+                              sha256=_file.rsplit("-", 1)[1].split(".")[0], size_mb=_FILE_MB[_file])
                 if _file else None
             ),
             description=_desc,

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from typing import Iterator
 
-from .._files import atomic_path
+from .._files import atomic_path, open_cache_folder
 from ..errors import WeightsError
 from .registry import BackboneSpec, PackagedWeights, RemoteWeights, get_spec, list_backbones
 from .weights import (file_sha256, load_into, packaged_weights_path, read_state_dict, weights_cache_dir,
@@ -65,7 +65,7 @@ def _staged(folder: str, filename: str) -> Iterator[str]:
     with the folder itself is a WeightsError saying what to do."""
     final = os.path.join(folder, filename)
     try:
-        os.makedirs(folder, exist_ok=True)
+        open_cache_folder(folder, (".pth", ".safetensors"))  # and sweep what killed fetches left (.NAME.tmp-PID)
     except OSError as exc:
         raise _unwritable(folder, exc) from None
     written = False
@@ -105,10 +105,10 @@ def _check_loads(spec: BackboneSpec, path: str, shown: str, prefix: str = "", fi
         raise WeightsError(prefix + str(exc).replace(path, shown)) from None
 
 
-def _download(url: str, dest, progress: bool, label: str) -> int:
+def _download(url: str, dest, progress: bool, label: str, max_bytes: int | None = None) -> int:
     """Stream ``url`` into the open file ``dest``; returns the byte count.
-    Raises WeightsError for HTTP errors, network errors and short reads."""
-    from tqdm.auto import tqdm
+    Raises WeightsError for HTTP errors, network errors, short reads, and a
+    response larger than ``max_bytes`` (declared or sent: stopped there)."""
 
     def fail(what: str) -> WeightsError:
         return WeightsError(
@@ -117,41 +117,70 @@ def _download(url: str, dest, progress: bool, label: str) -> int:
         )
 
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    received = 0
+    received = [0]
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.strip().isdigit() else None
-            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                      disable=not progress, leave=False) as bar:
-                while True:
-                    chunk = response.read(_CHUNK)
-                    if not chunk:
-                        break
-                    try:
-                        dest.write(chunk)
-                    except OSError as exc:
-                        raise WeightsError(
-                            f"Cannot write weights for '{label}' to the weights cache ({_one_line(exc)}); "
-                            f"free some space or set EDGETL_WEIGHTS_DIR to another folder"
-                        ) from None
-                    received += len(chunk)
-                    bar.update(len(chunk))
+            if expected is not None and max_bytes is not None and expected > max_bytes:
+                raise _too_big(label, url, max_bytes, f"announces {expected / 1e6:.1f} MB")
+            _stream(response, dest, progress, label, url, expected, max_bytes, received)
+    except WeightsError:
+        raise
     except urllib.error.HTTPError as exc:
         raise fail(f"HTTP {exc.code} {_one_line(exc.reason, 60)}") from None
     except urllib.error.URLError as exc:
         raise fail(_one_line(exc.reason)) from None
     except http.client.IncompleteRead as exc:
-        raise fail(f"the connection closed after {received + len(exc.partial)} bytes") from None
+        raise fail(f"the connection closed after {received[0] + len(exc.partial)} bytes") from None
     except (OSError, http.client.HTTPException) as exc:
         raise fail(_one_line(exc) or type(exc).__name__) from None
     except ValueError as exc:  # urllib: "unknown url type"
         raise fail(_one_line(exc)) from None
-    if expected is not None and received != expected:
-        raise fail(f"got {received} of {expected} bytes; the download was cut short")
-    if received == 0:
+    if expected is not None and received[0] != expected:
+        raise fail(f"got {received[0]} of {expected} bytes; the download was cut short")
+    if received[0] == 0:
         raise fail("the server sent an empty file")
-    return received
+    return received[0]
+
+
+def _stream(response, dest, progress: bool, label: str, url: str, expected: int | None, max_bytes: int | None,
+            received: list[int]) -> None:
+    """The body of ``response`` into ``dest``, counting into ``received[0]``."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+              disable=not progress, leave=False) as bar:
+        while True:
+            chunk = response.read(_CHUNK)
+            if not chunk:
+                break
+            if max_bytes is not None and received[0] + len(chunk) > max_bytes:
+                raise _too_big(label, url, max_bytes, "kept sending")
+            try:
+                dest.write(chunk)
+            except OSError as exc:
+                raise WeightsError(
+                    f"Cannot write weights for '{label}' to the weights cache ({_one_line(exc)}); "
+                    f"free some space or set EDGETL_WEIGHTS_DIR to another folder"
+                ) from None
+            received[0] += len(chunk)
+            bar.update(len(chunk))
+
+
+def max_download_bytes(source: RemoteWeights) -> int | None:
+    """The most ``weights fetch`` takes from the server: the published size
+    plus 1 % and 1 MiB, when the registry knows it (``size_mb``)."""
+    if not source.size_mb:
+        return None
+    return int(source.size_mb * (1 << 20) * 1.01) + (1 << 20)
+
+
+def _too_big(label: str, url: str, max_bytes: int, what: str) -> WeightsError:
+    return WeightsError(
+        f"The server at {url} {what} for '{label}', more than its published checkpoint (at most "
+        f"{max_bytes / 1e6:.1f} MB); the download was stopped and nothing was kept: check the URL"
+    )
 
 
 def fetch_weights(name: str, url: str | None = None, progress: bool | None = None) -> str:
@@ -202,7 +231,7 @@ def fetch_weights(name: str, url: str | None = None, progress: bool | None = Non
     with _staged(folder, source.filename) as tmp:
         log.debug("downloading %s from %s to %s", spec.name, url, tmp)
         with open(tmp, "wb") as fh:
-            size = _download(url, fh, show, spec.name)
+            size = _download(url, fh, show, spec.name, max_download_bytes(source))
             fh.flush()
             os.fsync(fh.fileno())
         digest = file_sha256(tmp, cache=False)

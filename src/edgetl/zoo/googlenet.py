@@ -145,7 +145,7 @@ register_backbone(
         num_features=1024,
         num_params=6_624_904,  # without the auxiliary heads, as torchvision publishes it
         default_weights=RemoteWeights(url="https://download.pytorch.org/models/" + _FILE, filename=_FILE,
-                                      sha256="1378be20"),
+                                      sha256="1378be20", size_mb=49.731),
         description="GoogLeNet (Inception v1): nine inception modules, BatchNorm; torchvision ImageNet weights",
         head_prefix="fc.",
         ignore_prefixes=("aux1.", "aux2."),

@@ -260,7 +260,7 @@ register_backbone(
         num_features=2048,
         num_params=27_161_264,  # including AuxLogits, as torchvision publishes it
         default_weights=RemoteWeights(url="https://download.pytorch.org/models/" + _FILE, filename=_FILE,
-                                      sha256="0cc3c7bd"),
+                                      sha256="0cc3c7bd", size_mb=103.903),
         description="Inception v3: factorised inception blocks, 299x299 input; torchvision ImageNet weights",
         head_prefix="fc.",
         stem_conv="Conv2d_1a_3x3.conv",

@@ -327,6 +327,10 @@ _MODELS = {
                            {"width": 0.25, "head": 64}),
 }
 
+# The published files' sizes in MiB (torchvision's _file_size): 'weights fetch' stops just above.
+_FILE_MB = {"mobilenet_v2-b0353104.pth": 13.555, "mobilenet_v3_large-8738ca79.pth": 21.114,
+            "mobilenet_v3_small-047dcff4.pth": 9.829}
+
 for _name, (_build, _feats, _params, _file, _top1, _head, _desc, _tiny) in _MODELS.items():
     register_backbone(
         BackboneSpec(
@@ -336,7 +340,8 @@ for _name, (_build, _feats, _params, _file, _top1, _head, _desc, _tiny) in _MODE
             input_spec=_IMAGENET,
             num_features=_feats,
             num_params=_params,
-            default_weights=RemoteWeights(url=_TV + _file, filename=_file, sha256=_file.rsplit("-", 1)[1][:8]),
+            default_weights=RemoteWeights(url=_TV + _file, filename=_file, sha256=_file.rsplit("-", 1)[1][:8],
+                                          size_mb=_FILE_MB[_file]),
             description=_desc,
             head_prefix=_head,
             stem_conv="features.0.0",

@@ -30,11 +30,14 @@ class PackagedWeights:
 @dataclass(frozen=True)
 class RemoteWeights:
     """A published checkpoint: fetched once into the user's weights cache
-    (``edgetl weights fetch``) or imported from a file the user has."""
+    (``edgetl weights fetch``) or imported from a file the user has.
+    ``size_mb``: the file's published size in MiB (torchvision's
+    ``_file_size``); a download is stopped just above it."""
 
     url: str
     filename: str
     sha256: str
+    size_mb: float | None = None
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,10 @@ def _make_builder(block, depths):
     return build
 
 
+# The published files' sizes in MiB (torchvision's _file_size): 'weights fetch' stops just above.
+_FILE_MB = {"resnet18-f37072fd.pth": 44.661, "resnet34-b627a593.pth": 83.275, "resnet50-0676ba61.pth": 97.781,
+            "resnet101-63fe2227.pth": 170.511, "resnet152-394f9c45.pth": 230.434}
+
 for _name, (_block, _depths, _file, _params, _top1) in _RESNETS.items():
     register_backbone(
         BackboneSpec(
@@ -178,7 +182,8 @@ for _name, (_block, _depths, _file, _params, _top1) in _RESNETS.items():
             num_features=512 * _block.expansion,
             num_params=_params,
             default_weights=RemoteWeights(
-                url=_TORCHVISION + _file, filename=_file, sha256=_file.rsplit("-", 1)[1].split(".")[0]
+                url=_TORCHVISION + _file, filename=_file, sha256=_file.rsplit("-", 1)[1].split(".")[0],
+                size_mb=_FILE_MB[_file],
             ),
             description=(f"ResNet-{_name[6:]}: {'basic' if _block is BasicBlock else 'bottleneck'} residual blocks "
                          f"{'-'.join(map(str, _depths))}; torchvision ImageNet weights"),

@@ -128,6 +128,11 @@ def _make_builder(depth: int, batch_norm: bool):
     return build
 
 
+# The published files' sizes in MiB (torchvision's _file_size): 'weights fetch' stops just above.
+_FILE_MB = {"vgg11-8a719046.pth": 506.84, "vgg13-19584684.pth": 507.545, "vgg16-397923af.pth": 527.796,
+            "vgg19-dcbb9e9d.pth": 548.051, "vgg11_bn-6002323d.pth": 506.881, "vgg13_bn-abd245e5.pth": 507.59,
+            "vgg16_bn-6c64b313.pth": 527.866, "vgg19_bn-c79401a0.pth": 548.143}
+
 for _name, (_depth, _bn, _file, _params, _top1) in _MODELS.items():
     register_backbone(
         BackboneSpec(
@@ -139,7 +144,7 @@ for _name, (_depth, _bn, _file, _params, _top1) in _MODELS.items():
             num_features=_HIDDEN,
             num_params=_params,
             default_weights=RemoteWeights(url=f"https://download.pytorch.org/models/{_file}", filename=_file,
-                                          sha256=_file.rsplit("-", 1)[1].split(".")[0]),
+                                          sha256=_file.rsplit("-", 1)[1].split(".")[0], size_mb=_FILE_MB[_file]),
             description=(f"VGG-{_depth}{' with batch norm' if _bn else ''}: 3x3 convolutions, three "
                          "fully-connected layers; fc7 features; large (mostly in fc6)"),
             head_prefix="classifier.6.",

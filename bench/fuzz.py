@@ -1,9 +1,10 @@
-"""Fuzz image decoding and bundle loading for a fixed time (issue 7).
+"""Fuzz image decoding, bundle loading, --config files and feature cache shards for a fixed time (issues 7, 18).
 
     python bench/fuzz.py --seconds 600            # every target, 600 s each
     python bench/fuzz.py --seconds 60 --target decode
+    python bench/fuzz.py --seconds 60 --target config --target shard
 
-The targets and their property are tests/test_fuzz.py's (CI runs them for a
+The targets and their property are tests/reliability/test_fuzz.py's (CI runs them for a
 few seconds, derandomized); here they run with fresh randomness in rounds of
 ``--round`` examples until the time is up. Each target runs in its own child
 process, which writes every input to ``--out/<target>.last`` before trying
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,11 +26,11 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = ("decode", "bundle_bytes", "bundle_metadata")
+TARGETS = ("decode", "bundle_bytes", "bundle_metadata", "config", "shard")
 
 
 def _child(target: str, seconds: float, round_size: int, out_dir: str) -> int:
-    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "reliability"))
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hseed
 
@@ -36,10 +38,13 @@ def _child(target: str, seconds: float, round_size: int, out_dir: str) -> int:
     import test_fuzz as tf
 
     image_mod.MAX_IMAGE_PIXELS = tf.FUZZ_PIXEL_LIMIT
+    logging.getLogger("edgetl").setLevel(logging.ERROR)  # a refused shard's warning, thousands of times: noise
     strategy, check = {
         "decode": (tf.IMAGE_BYTES, lambda x: tf.check_decode(x)),
         "bundle_bytes": (tf.mutated([tf.MODEL_BYTES]), lambda x: tf.check_bundle(x, tf.LABELS_TEXT)),
         "bundle_metadata": (tf.metadata_model(), lambda x: tf.check_bundle(*x)),
+        "config": (tf.CONFIG_BYTES, tf.check_config),  # in-process: TrainConfig.from_toml, as 'train --config' reads
+        "shard": (tf.SHARD_FILES, tf.check_shard),
     }[target]
     last = os.path.join(out_dir, f"{target}.last")
     count = [0]

@@ -58,6 +58,11 @@ def storage_error(exc: OSError, what: str, folder: str) -> StorageError:
     return error
 
 
+class ResultCheckError(EdgetlError, RuntimeError):
+    """A run whose result fails its own checks (training diverged to NaN or
+    Inf, the exported model disagrees with the host): nothing was published."""
+
+
 class MissingExtraError(EdgetlError, ImportError):
     """An optional converter (a pip extra) is not installed."""
 

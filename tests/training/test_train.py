@@ -32,9 +32,10 @@ def trained(tmp_path_factory):
 
 def test_bundle_contents(trained):
     data, run, result = trained
-    assert sorted(os.listdir(run)) == ["README.md", "config.toml", "features.int8.onnx", "features.onnx",
-                                       "head.safetensors", "labels.txt", "metrics.json", "model.int8.onnx",
-                                       "model.onnx", "plots", "report.html", "search.png", "train_step.onnx"]
+    assert sorted(os.listdir(run)) == [".edgetl-run", "README.md", "config.toml", "features.int8.onnx",
+                                       "features.onnx", "head.safetensors", "labels.txt", "metrics.json",
+                                       "model.int8.onnx", "model.onnx", "plots", "report.html", "search.png",
+                                       "train_step.onnx"]
     assert open(os.path.join(run, "labels.txt")).read().split() == ["bars", "checker", "disc"]
     for name in ("model.onnx", "model.int8.onnx"):
         model = onnx.load(os.path.join(run, name))
@@ -132,8 +133,8 @@ def test_killed_extraction_resumes(tmp_path, monkeypatch):
 
 
 def _small_flush(init):
-    def patched(self, folder, flush_rows=512):
-        init(self, folder, flush_rows=1)
+    def patched(self, folder, flush_rows=512, **kwargs):
+        init(self, folder, flush_rows=1, **kwargs)
 
     return patched
 

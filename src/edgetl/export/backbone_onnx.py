@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .._files import atomic_path, cache_path
+from .._files import atomic_path, cache_path, open_cache_folder, write_text
 from ..data.input_spec import InputSpec
 from ..zoo.registry import FINAL_TAP
 
@@ -141,14 +141,16 @@ def export_backbone(
     _, weights_id = resolve_weights(backbone, weights)
     tap_names = _declared_taps(spec) if taps else ()
     probe = BackboneGraph(backbone, weights_id, input_spec, "", False, tap_names)
-    folder = cache_path(cache_dir, "models")
-    os.makedirs(folder, exist_ok=True)
+    folder = open_cache_folder(cache_path(cache_dir, "models"))  # dead exports' .NAME.tmp-PID swept
     path = os.path.join(folder, f"{backbone}-{probe.key}.onnx")
     if os.path.isfile(path):
-        import onnx
-
-        outputs = [o.name for o in onnx.load(path, load_external_data=False).graph.output]
-        return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
+        outputs, damage = _cached_outputs(path, tap_names)
+        if outputs is not None:
+            return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
+        log.warning("the cached ONNX graph %s is damaged (%s); removed, exporting it again", path, damage)
+        for stale in (path, path + DIGEST_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
 
     model = create_backbone(backbone, weights=weights)
     if input_spec.channels == "L":
@@ -161,7 +163,58 @@ def export_backbone(
     log.info("exporting %s%s at %d px to ONNX (once; cached in %s)", backbone, " with taps" if tap_names else "",
              input_spec.image_size, folder)
     export_module(wrapper, input_spec, path, outputs)
+    _record_digest(path)
     return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
+
+
+# A cached graph is trusted only if its bytes are those exported: their sha256 is written beside it.
+DIGEST_SUFFIX = ".sha256"
+
+
+def _file_sha256(path: str) -> tuple[bytes, str]:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _record_digest(path: str) -> None:
+    try:
+        write_text(path + DIGEST_SUFFIX, _file_sha256(path)[1] + "\n")
+    except OSError as exc:  # a read-only cache: the graph is checked by ONNX instead, at each use
+        log.debug("cannot record the digest of %s: %s", path, exc)
+
+
+def _cached_outputs(path: str, taps: tuple[str, ...]) -> tuple[list[str] | None, str | None]:
+    """(output names, None) of the cached graph at ``path`` when it is whole:
+    its sha256 is the one recorded at export (a graph cached before digests
+    were recorded must parse, pass ONNX's checker, and then gets one), its
+    outputs those of the export. Else (None, what is wrong): a truncated or
+    edited file would otherwise fail every run, or compute other features."""
+    import onnx
+
+    try:
+        data, digest = _file_sha256(path)
+        with open(path + DIGEST_SUFFIX, "rb") as fh:
+            recorded = fh.read().strip().decode("ascii", "replace")
+    except FileNotFoundError:
+        recorded = None
+    except OSError as exc:
+        return None, f"cannot read it: {exc.strerror}"
+    if recorded is not None and recorded != digest:
+        return None, "its bytes are not those exported"
+    try:
+        model = onnx.load_model_from_string(data)
+        if recorded is None:
+            onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, ...
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}"
+    outputs = [o.name for o in model.graph.output]
+    expected = [tap_output_name(t) for t in taps] if taps else [FEATURES_NAME, LOGITS_NAME][:len(outputs)]
+    if outputs != expected or not outputs:
+        return None, f"outputs {outputs}, not {expected}"
+    if recorded is None:
+        _record_digest(path)
+    return outputs, None
 
 
 def export_module(module, input_spec: InputSpec, path: str, outputs: list[str]) -> str:

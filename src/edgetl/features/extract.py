@@ -1,9 +1,13 @@
 """Feature extraction with ONNX Runtime, fed by a pool of decode workers.
 
 Images are hashed (sha256 of their bytes) first; only cache misses are
-decoded and run. Decoding and preprocessing of the next batches happen in
-worker threads (Pillow releases the GIL) while ONNX Runtime runs the current
-one, so the session is not starved."""
+decoded and run. A miss is read once more, and those bytes are both hashed
+and decoded: features are cached under the hash of what was decoded, never
+of what was there before (a photo replaced mid-run). Decoding and
+preprocessing of the next batches happen in worker threads (Pillow releases
+the GIL) while ONNX Runtime runs the current one, so the session is not
+starved. Features that are not finite stop the run (the weights are broken)
+instead of entering the cache."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from tqdm.auto import tqdm
 from .._files import cache_path
 from ..data.image import decode_image
 from ..data.input_spec import InputSpec
-from ..errors import DataError
+from ..errors import DataError, WeightsError
 from ..export.backbone_onnx import INPUT_NAME, BackboneGraph
 from ..runtime.session import make_session
 from ..zoo import FINAL_TAP
@@ -52,7 +56,7 @@ class Extraction:
         return self.features[:, self.tap_slices[name]]
 
 
-def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
+def _read(path: str) -> tuple[bytes | None, str | None]:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -60,25 +64,44 @@ def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
         return None, f"cannot read ({exc.strerror})"
     if not data:
         return None, "empty file (0 bytes)"
-    return hashlib.sha256(data).digest(), None
+    return data, None
+
+
+def _read_and_hash(path: str) -> tuple[bytes | None, str | None]:
+    data, err = _read(path)
+    return (hashlib.sha256(data).digest() if data else None), err
 
 
 def _prepare_many(paths: list[str], specs: list[InputSpec]):
-    """Decode a batch once in a worker, preprocess it for every spec:
-    (one batch per spec, ok_positions, errors)."""
+    """Read a batch in a worker, each file once: hash and decode those same
+    bytes (a file replaced since it was first hashed is cached under what was
+    decoded), preprocess for every spec: (one batch per spec, ok_positions,
+    digest per position (None: unreadable), errors as (position, reason,
+    whether the content is at fault))."""
     images, ok, errors = [], [], []
+    digests: list[bytes | None] = [None] * len(paths)
     for pos, path in enumerate(paths):
+        data, err = _read(path)
+        if err:
+            errors.append((pos, err, False))  # this file, now: its copies elsewhere may be fine
+            continue
+        digests[pos] = hashlib.sha256(data).digest()
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
             images.append(decode_image(data, path, "native"))
             ok.append(pos)
         except DataError as exc:
-            errors.append((pos, str(exc).split(": ", 1)[-1]))
-        except OSError as exc:
-            errors.append((pos, f"cannot read ({exc.strerror})"))
+            errors.append((pos, str(exc).split(": ", 1)[-1], True))  # these bytes: every copy of them
     batches = [spec.batch(images) if images else None for spec in specs]
-    return batches, ok, errors
+    return batches, ok, digests, errors
+
+
+def _row_width(graph: BackboneGraph) -> int | None:
+    """The width of a feature row (every output's, summed): a cached shard of
+    another width is a miss. None when the graph does not declare it."""
+    try:
+        return sum(graph.tap_dims().values())
+    except (ValueError, KeyError):
+        return None
 
 
 class FeatureExtractor:
@@ -98,7 +121,7 @@ class FeatureExtractor:
         self.num_workers = max(1, num_workers)
         self.session = make_session(graph.onnx_path, num_threads=num_threads, spinning=spinning)
         folder = cache_path(cache_dir, "features", graph.key)
-        self.cache = FeatureCache(folder)
+        self.cache = FeatureCache(folder, dim=_row_width(graph))
         self.outputs = graph.feature_outputs
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -111,68 +134,131 @@ class FeatureExtractor:
         return extract_all([self], paths, progress, desc)[0]
 
 
+MAX_PASSES = 3  # a file replaced mid-run is read again; one that changes at every read is skipped
+
+
+@dataclass
+class _Pass:
+    """What the passes over the cache misses share."""
+
+    keys: list  # sha256 per path (None: unreadable at hashing); a file replaced since: its new content's
+    failed: dict = field(default_factory=dict)  # sha256 -> why those bytes do not decode (every copy skipped)
+    lost: dict = field(default_factory=dict)  # position -> why that file could not be read again
+    extracted: set = field(default_factory=set)  # sha256 of what was run
+
+
+def _misses(extractors: list[FeatureExtractor], state: _Pass) -> list[int]:
+    """One position per distinct image some cache lacks (identical images are extracted once)."""
+    todo: dict[bytes, int] = {}
+    for i, key in enumerate(state.keys):
+        if key is None or key in todo or key in state.failed or i in state.lost:
+            continue
+        if any(key not in e.cache for e in extractors):
+            todo[key] = i
+    return list(todo.values())
+
+
+def _check_finite(extractor: FeatureExtractor, feats: np.ndarray, paths: list[str]) -> None:
+    bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+    if len(bad):
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise WeightsError(f"{extractor.graph.backbone} computes NaN or Inf features for '{paths[bad[0]]}'{more}: "
+                           f"its weights hold NaN or Inf or overflow; pass other --weights")
+
+
+def _take(extractors: list[FeatureExtractor], paths: list[str], chunk: list[int], prepared, state: _Pass) -> None:
+    """A decoded chunk: keys brought up to what was decoded, then run through
+    every extractor whose cache lacks it."""
+    batches, ok, digests, errors = prepared
+    keys = state.keys
+    for pos, digest in enumerate(digests):
+        i = chunk[pos]
+        if digest is not None and digest != keys[i]:
+            log.warning("%s changed while edgetl was reading the images; its new content is used", paths[i])
+            keys[i] = digest
+    for pos, reason, by_content in errors:
+        if by_content:
+            state.failed[keys[chunk[pos]]] = reason
+        else:
+            state.lost[chunk[pos]] = reason
+    chunk_keys = [keys[chunk[pos]] for pos in ok]
+    for extractor, batch in zip(extractors, batches):
+        if batch is None:
+            continue
+        need = [j for j, k in enumerate(chunk_keys) if k not in extractor.cache]
+        if need:
+            feats = extractor.run_batch(batch[need] if len(need) < len(ok) else batch)
+            _check_finite(extractor, feats, [paths[chunk[ok[j]]] for j in need])
+            extractor.cache.put([chunk_keys[j] for j in need], feats)
+            state.extracted.update(chunk_keys[j] for j in need)
+
+
+def _run_pass(extractors: list[FeatureExtractor], paths: list[str], misses: list[int], state: _Pass, pool,
+              bar) -> None:
+    """Decode ``misses`` in worker threads a few batches ahead of ONNX Runtime, and run them."""
+    batch_size, num_workers = extractors[0].batch_size, extractors[0].num_workers
+    chunks = [misses[i : i + batch_size] for i in range(0, len(misses), batch_size)]
+    specs = [e.graph.input_spec for e in extractors]
+    queue: deque = deque()
+    next_chunk = 0
+    while next_chunk < len(chunks) or queue:
+        while next_chunk < len(chunks) and len(queue) < num_workers + 1:
+            chunk = chunks[next_chunk]
+            queue.append((chunk, pool.submit(_prepare_many, [paths[i] for i in chunk], specs)))
+            next_chunk += 1
+        chunk, future = queue.popleft()
+        _take(extractors, paths, chunk, future.result(), state)
+        bar.update(len(chunk))
+    for extractor in extractors:
+        extractor.cache.flush()
+
+
+def _skipped(paths: list[str], state: _Pass) -> list[dict]:
+    out = [{"path": paths[i], "reason": reason} for i, reason in sorted(state.lost.items())]
+    for i, key in enumerate(state.keys):
+        if key in state.failed and i not in state.lost:  # every copy of a bad file, not only the one decoded
+            out.append({"path": paths[i], "reason": state.failed[key]})
+    return out
+
+
 def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: bool | None = None,
                 desc: str = "features") -> list[Extraction]:
     """One :class:`Extraction` per extractor, for the same ``paths``: each
     image is hashed, read and decoded once, then preprocessed and run for
     every extractor whose cache lacks it. Decoding happens in worker threads
-    a few batches ahead of ONNX Runtime."""
-    first = extractors[0]
-    batch_size, num_workers = first.batch_size, first.num_workers
+    a few batches ahead of ONNX Runtime. An image replaced meanwhile is used
+    (and cached) as it was decoded; its former copies are read again."""
     skipped: list[dict] = []
-    keys: list[bytes | None] = [None] * len(paths)
-    with ThreadPoolExecutor(num_workers) as pool:
-        for i, (key, err) in enumerate(pool.map(_read_and_hash, paths, chunksize=64)):
-            keys[i] = key
+    with ThreadPoolExecutor(extractors[0].num_workers) as pool:
+        keys: list[bytes | None] = []
+        for path, (key, err) in zip(paths, pool.map(_read_and_hash, paths, chunksize=64)):
+            keys.append(key)
             if err:
-                skipped.append({"path": paths[i], "reason": err})
-        # Identical images share a key: extract each distinct one once.
-        todo: dict[bytes, int] = {}
-        for i, key in enumerate(keys):
-            if key is not None and key not in todo and any(key not in e.cache for e in extractors):
-                todo[key] = i
-        misses = list(todo.values())
-        failed: dict[bytes, str] = {}
+                skipped.append({"path": path, "reason": err})
+        state = _Pass(keys)
+        misses = _misses(extractors, state)
+        num_cached = sum(1 for k in keys if k is not None) - len(misses)
         bar = tqdm(total=len(misses), desc=desc, unit="img", disable=not show_progress(progress), leave=False)
-        chunks = [misses[i : i + batch_size] for i in range(0, len(misses), batch_size)]
-        specs = [e.graph.input_spec for e in extractors]
-        queue: deque = deque()
-        next_chunk = 0
-        while next_chunk < len(chunks) or queue:
-            while next_chunk < len(chunks) and len(queue) < num_workers + 1:
-                chunk = chunks[next_chunk]
-                queue.append((chunk, pool.submit(_prepare_many, [paths[i] for i in chunk], specs)))
-                next_chunk += 1
-            chunk, future = queue.popleft()
-            batches, ok, errors = future.result()
-            for pos, reason in errors:
-                failed[keys[chunk[pos]]] = reason
-            for extractor, batch in zip(extractors, batches):
-                if batch is None:
-                    continue
-                chunk_keys = [keys[chunk[pos]] for pos in ok]
-                need = [j for j, k in enumerate(chunk_keys) if k not in extractor.cache]
-                if need:
-                    feats = extractor.run_batch(batch[need] if len(need) < len(ok) else batch)
-                    extractor.cache.put([chunk_keys[j] for j in need], feats)
-            bar.update(len(chunk))
+        for _ in range(MAX_PASSES):
+            if not misses:
+                break
+            _run_pass(extractors, paths, misses, state, pool, bar)
+            misses = _misses(extractors, state)
+            bar.total += len(misses)
         bar.close()
-        for extractor in extractors:
-            extractor.cache.flush()
-    for i, key in enumerate(keys):
-        if key in failed:  # every copy of a bad file, not only the one decoded
-            skipped.append({"path": paths[i], "reason": failed[key]})
+    for i in misses:  # still not extracted after MAX_PASSES reads: it changes faster than it is read
+        state.lost[i] = "changed every time it was read; run again once it stays put"
+    skipped += _skipped(paths, state)
     for item in skipped:
         log.warning("skipped %s: %s", item["path"], item["reason"])
-    ok_rows = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in failed], np.int64)
-    # Failed decodes are retried next time; they are not 'extracted'.
-    num_extracted = len(misses) - len(set(failed))
-    num_cached = int(sum(1 for k in keys if k is not None)) - len(misses)
+    ok_rows = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in state.failed
+                          and i not in state.lost], np.int64)
     out = []
     for extractor in extractors:
         feats = extractor.cache.get([keys[i] for i in ok_rows]) if len(ok_rows) else np.zeros((0, 0), np.float32)
         graph = extractor.graph
         slices = graph.tap_slices() if graph.taps else {FINAL_TAP: slice(0, feats.shape[1])}
-        out.append(Extraction(feats, ok_rows, list(skipped), num_extracted=num_extracted, num_cached=num_cached,
-                              tap_slices=slices))
+        # Failed decodes are retried next time; they are not 'extracted'.
+        out.append(Extraction(feats, ok_rows, list(skipped), num_extracted=len(state.extracted),
+                              num_cached=num_cached, tap_slices=slices))
     return out

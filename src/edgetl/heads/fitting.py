@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 MIN_STEPS = 25  # optimizer steps per epoch, at least
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class Adam:
@@ -28,7 +29,8 @@ class Adam:
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, v.div(c2).sqrt_().add_(self.eps), value=-self.lr / c1)
+            # An absurd learning rate diverges (NaN weights, refused by the run) rather than overflowing torch.
+            p.addcdiv_(m, v.div(c2).sqrt_().add_(self.eps), value=-min(self.lr / c1, FLOAT32_MAX))
 
 
 def default_batch_size(n: int, batch_size: int | None = None) -> int:

@@ -123,7 +123,8 @@ class TrainConfig:
     seed: int = setting(0, "default 0", type=int, check=_at_least(0))
     grayscale: bool | None = setting(None, "one input channel, or (--no-grayscale) three (default: one when every "
                                      "image is grey)", type=bool)
-    overwrite: bool = setting(False, "replace RUN_DIR if it exists (only once the new run is complete)", type=bool)
+    overwrite: bool = setting(False, "replace RUN_DIR if it is an earlier edgetl run (only once the new run is "
+                              "complete; any other folder is never replaced)", type=bool)
     strategy: str = setting("head", "what learns: head (default; frozen base, cached features), bias, last-K "
                             "(e.g. last-2), full, scratch, auto; see 'edgetl plan'", type=str, metavar="NAME",
                             check=_strategy)
@@ -199,7 +200,7 @@ def read_toml(path: str) -> dict:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise DataError(f"Config file '{path}' does not exist; pass the path of a TOML file") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # not UTF-8: not TOML either
         raise DataError(f"Config file '{path}' is not valid TOML ({exc}); fix it or pass the settings as "
                         f"flags") from None
     raw = raw.get("train", raw)
@@ -243,10 +244,12 @@ def _coerce(f, value):
         member = int if f.name == "image_sizes" else str
         items = [v.strip() for v in items] if isinstance(value, str) else items
         if member is int:  # "112,56" from a flag
-            items = [int(v) if isinstance(v, str) and v.isdigit() else v for v in items]
+            items = [int(v) if isinstance(v, str) and v.isascii() and v.isdigit() else v for v in items]  # not '²'
         out = tuple(_scalar(f, member, v) for v in items)
         return tuple(v for v in out if v != "")
     if f.name == "max_macs" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not _finite(value):
+            raise DataError(f"{flag_name(f)} must be a finite number, got {value!r}")
         return value  # 4e7 and "40M" are both a count
     return _scalar(f, kind, value)
 
@@ -263,7 +266,7 @@ def _scalar(f, kind, value):
             raise wrong
         return int(value)
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             raise wrong
         return float(value)
     if not isinstance(value, str):
@@ -272,6 +275,13 @@ def _scalar(f, kind, value):
     if choices and value not in choices:
         raise DataError(f"{flag_name(f)} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
     return value
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float (a TOML integer may have 400 digits)
+        return False
 
 
 _TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._files import write_json
-from ..errors import DataError, storage_error
-from .bundle import (EXEMPLARS_PER_CLASS, calibration_batches, check_agreement, counts, exemplar_rows,
-                     finish_bundle, metrics_header, prediction_rows, write_device_files, write_labels)
+from ..errors import DataError, ResultCheckError, storage_error
+from .bundle import (EXEMPLARS_PER_CLASS, calibration_batches, check_agreement, check_finite, counts, exemplar_rows,
+                     finish_bundle, head_arrays, metrics_header, prediction_rows, write_device_files, write_labels)
 from .inputs import check_usable
 from .result import TrainResult
 from .rundir import staging, state_dir_for
@@ -183,13 +183,21 @@ def train_finetuned(config, folder, strategy: str, plan, input_spec, *, cache_di
     log.info("%s: caching the frozen prefix, then training %d of %d parameters at %d px, batch %d "
              "(planned peak %.0f MB above %.0f MB idle)", strategy, plan.trainable_params, plan.total_params,
              input_spec.image_size, plan.batch_size, plan.estimated_mb, idle)
+    again = "run again with --overwrite (the saved state is of the refused run)"
+    lower = f"lower --learning-rate (now {config.learning_rate:g}) and {again}"
     try:
         os.makedirs(state_dir, exist_ok=True)
         trained = _train(config, folder, strategy, plan, input_spec, weights_id, state_dir, progress, timings)
         head, feats, keep = _device_head(trained, config)
     except OSError as exc:
         raise storage_error(exc, f"the training state '{state_dir}'", parent) from None
+    except RuntimeError as exc:  # torch's optimizer, a step beyond float32: "cannot be converted ... overflow"
+        if "overflow" not in str(exc):
+            raise
+        raise ResultCheckError(f"training diverged (a step of the optimizer overflows float32); nothing was "
+                               f"published; {lower}") from None
     used, y_val = trained.used, trained.y_all[trained.val_rows]
+    check_finite(lower, validation_probabilities=trained.val_proba, exemplar_features=feats, **head_arrays(head))
     val_pred = trained.val_proba.argmax(1)
     val_metrics = classification_metrics(y_val, val_pred, used.classes)
     val_paths = [folder.paths[i] for i in trained.val_rows]
@@ -203,7 +211,7 @@ def train_finetuned(config, folder, strategy: str, plan, input_spec, *, cache_di
         write_device_files(tmp_dir, features, head, feats, trained.y_all[keep], calib, config.seed)
         timings["bundle_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        agreement = check_agreement(tmp_dir, val_paths, val_pred, y_val, config.seed)
+        agreement = check_agreement(tmp_dir, val_paths, val_pred, y_val, config.seed, fix=again)
         timings["agreement_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         metrics = {

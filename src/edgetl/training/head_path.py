@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.folder import stratified_split
-from .bundle import (NUM_CALIBRATION_IMAGES, calibration_batches, check_agreement, counts, finish_bundle,
-                     metrics_header, prediction_rows, write_device_files, write_labels)
+from .bundle import (NUM_CALIBRATION_IMAGES, calibration_batches, check_agreement, check_finite, counts,
+                     finish_bundle, head_arrays, images_still_there, metrics_header, prediction_rows,
+                     write_device_files, write_labels)
 from .config import HEAD_DEFAULTS
 from .inputs import base_input_spec, check_usable, search_sizes_for
 from .result import TrainResult
@@ -154,11 +155,16 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
                    "patience": config.patience, "seed": config.seed}
     fitted = _fit(searcher, y, train_idx, val_idx, len(used.classes), config, head_params, timings)
     val_proba = fitted.head.predict_proba(fitted.X[val_idx])
+    check_finite(f"lower --learning-rate (now {config.learning_rate:g}) and run again",
+                 validation_probabilities=val_proba,
+                 shipped_model_probabilities=fitted.shipped.predict_proba(fitted.X[val_idx]),
+                 **head_arrays(fitted.device_head))
     val_pred = val_proba.argmax(axis=1)
     val_metrics = classification_metrics(y[val_idx], val_pred, used.classes)
     train_acc = float((fitted.head.predict(fitted.X[train_idx]) == y[train_idx]).mean())
     t = time.perf_counter()
-    baselines, baseline_models = _baselines(searcher, used, y, train_idx, val_idx, config, head_params)
+    with images_still_there(used.paths):
+        baselines, baseline_models = _baselines(searcher, used, y, train_idx, val_idx, config, head_params)
     timings["baselines_s"] = time.perf_counter() - t
     val_paths = [used.paths[i] for i in val_idx]
     chosen, graph = fitted.chosen, searcher.graphs[fitted.chosen.image_size]
@@ -169,7 +175,7 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
         t = time.perf_counter()
         log.info("checking the exported models against the host on validation images")
         agreement = check_agreement(tmp_dir, val_paths, fitted.shipped.predict(fitted.X[val_idx]), y[val_idx],
-                                    config.seed)
+                                    config.seed, fix=_cache_fix(cache_dir))
         timings["agreement_s"] = time.perf_counter() - t
         plot_path = _plot(searcher, chosen, baselines, tmp_dir, config.backbone)
         timings["total_s"] = time.perf_counter() - t0
@@ -198,6 +204,12 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
         finish_bundle(tmp_dir, config.out, metrics, config.to_toml())
     return TrainResult(config.out, metrics, [used.paths[i] for i in train_idx], val_paths, y[val_idx],
                        searcher=searcher, baseline_models=baseline_models)
+
+
+def _cache_fix(cache_dir) -> str:
+    from .._files import cache_path
+
+    return f"delete the feature cache ({cache_path(cache_dir, 'features')}) and run again"
 
 
 def _head_record(fitted: _Fitted, config) -> dict:

@@ -22,3 +22,18 @@ def write(path, image: Image.Image, fmt: str | None = None, **kwargs) -> str:
 
 def solid(color=(200, 30, 30), size=(16, 12), mode="RGB") -> Image.Image:
     return Image.new(mode, size, color)
+
+
+def snapshot(root) -> dict[str, str]:
+    """Every file and folder under root (hidden ones too) with a content hash:
+    equal snapshots before and after mean nothing was written there."""
+    import hashlib
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root) + os.sep] = "dir"
+        for f in filenames:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(dirpath, f), root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out

@@ -5,7 +5,6 @@ Every case fails before any model work, so no backbone is exported here."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from edgetl.cli import main
+from imagefiles import snapshot
 
 
 def make_image(path, color=(120, 40, 200), size=(20, 16)) -> None:
@@ -28,18 +28,6 @@ def make_folder(root, classes=("cat", "dog"), per_class=3) -> str:
         for i in range(per_class):
             make_image(os.path.join(root, cls, f"{i}.png"), color=(40 * c, 10 * i, 90))
     return str(root)
-
-
-def snapshot(root) -> dict[str, str]:
-    """Every file and folder under root (hidden ones too) with a content hash."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root) + os.sep] = "dir"
-        for f in filenames:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                out[os.path.relpath(os.path.join(dirpath, f), root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def run_main(capsys, argv):

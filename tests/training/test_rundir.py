@@ -6,7 +6,6 @@ tests/reliability/)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from edgetl.cli import main
 from edgetl.errors import RunExistsError
 from edgetl.training.rundir import (RUN_MARKER, check_out_dir, is_run_folder, publish, read_run_marker,
                                     staging, sweep_dead_runs, write_run_marker)
+from imagefiles import snapshot
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=3) -> str:
@@ -28,17 +28,6 @@ def make_folder(root, classes=("cat", "dog"), per_class=3) -> str:
         for i in range(per_class):
             Image.new("RGB", (20, 16), (40 * c, 10 * i, 90)).save(os.path.join(root, cls, f"{i}.png"))
     return str(root)
-
-
-def snapshot(root) -> dict[str, str]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root) + os.sep] = "dir"
-        for f in filenames:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                out[os.path.relpath(os.path.join(dirpath, f), root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def one_error_line(capsys, code: int, *needles: str) -> str:

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgetl.errors import BundleError
 from edgetl.runtime import Predictor
 from edgetl.runtime.bundle import read_bundle, read_device_files, read_metrics, read_run
+from clitools import one_line_refusal
 
 
 @pytest.fixture
@@ -118,17 +119,6 @@ def test_metadata_that_is_not_utf8_is_damaged(run):
 # ---------------------------------------------------------------- issue 18: numbers and parts that do not fit
 
 
-def _one_line_refusal(argv, capsys, *needles) -> str:
-    """``edgetl ARGV`` exits 2 with one line naming every needle; returns stdout."""
-    from edgetl.cli import main
-
-    assert main(argv) == 2
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return out
 
 
 def _rewrite_safetensors(path: str, change) -> None:
@@ -152,7 +142,7 @@ def test_head_that_is_not_finite_is_refused_when_opened(run, shared_run, tmp_pat
     with pytest.raises(BundleError, match=rf"head.safetensors' holds values that are not finite numbers .* '{key}'"):
         read_device_files(run)
     image = os.path.join(shared_run.data_dir, "disc", "000.png")
-    _one_line_refusal(["device", "add", run, str(tmp_path / "state"), "--label", "x", image], capsys,
+    one_line_refusal(["device", "add", run, str(tmp_path / "state"), "--label", "x", image], capsys,
                       "head.safetensors", "not finite")
     assert not (tmp_path / "state").exists()
 
@@ -186,7 +176,7 @@ def test_features_model_of_another_input_size_is_refused_when_opened(run, shared
     with pytest.raises(BundleError, match=rf"{name}' does not take 'input' images of \[3, 32, 32\]"):
         read_device_files(run, int8=int8)
     image = os.path.join(shared_run.data_dir, "disc", "000.png")
-    _one_line_refusal(["device", "add", run, str(tmp_path / "state"), "--label", "x", image]
+    one_line_refusal(["device", "add", run, str(tmp_path / "state"), "--label", "x", image]
                       + (["--int8"] if int8 else []), capsys, name, "does not take 'input' images")
 
 
@@ -213,5 +203,5 @@ def test_model_with_nan_weights_is_refused_not_printed(run, shared_run, capsys):
     image = os.path.join(shared_run.data_dir, "disc", "000.png")
     with pytest.raises(BundleError, match="model.onnx' computed probabilities that are not numbers"):
         Predictor(run).predict([image])
-    out = _one_line_refusal(["predict", run, image, "--json"], capsys, "model.onnx", "not numbers")
+    out = one_line_refusal(["predict", run, image, "--json"], capsys, "model.onnx", "not numbers")
     assert "NaN" not in out

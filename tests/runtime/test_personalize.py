@@ -27,6 +27,7 @@ from edgetl.errors import BundleError, DataError
 from edgetl.runtime import Personalizer, Predictor
 from edgetl.runtime.personalize import STATE_FILE
 from edgetl import train
+from clitools import one_line_refusal, run_torch_free
 
 SIZE = 64
 OLD = [str(d) for d in range(8)]  # the bundle learns digits 0-7; 8 arrives on the device
@@ -206,14 +207,7 @@ def test_killed_during_save_leaves_loadable_state(shared, tmp_path):
 def test_device_cli_like_a_phone(digits, tmp_path, capsys):
     state = str(tmp_path / "phone")
     eights = digits["eights"]
-    code = ("import sys; from edgetl.cli import main; rc = main(sys.argv[1:]); "
-            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
-
-    def run(*argv):
-        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
+    run = run_torch_free  # noqa: E731
     assert "new class" in run("device", "add", digits["run"], state, "--label", "8", *eights[:5])
     assert "known class" in run("device", "add", digits["run"], state, "--label", "3", digits["held_out"][0][0])
     assert "loss" in run("device", "fit", state, "--epochs", "5")
@@ -298,14 +292,7 @@ def test_save_sweeps_what_dead_writers_left(shared, tmp_path):
 def test_device_cli_runs_without_torch(shared, tmp_path):
     state = str(tmp_path / "phone")
     images = shared["images"]
-    code = ("import sys; from edgetl.cli import main; rc = main(sys.argv[1:]); "
-            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
-
-    def run(*argv):
-        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
+    run = run_torch_free  # noqa: E731
     assert "new class" in run("device", "add", shared["run"], state, "--label", "new", *images[:3])
     assert "loss" in run("device", "fit", state, "--epochs", "2")
     preds = json.loads(run("device", "predict", state, *images[3:6], "--json"))
@@ -315,14 +302,6 @@ def test_device_cli_runs_without_torch(shared, tmp_path):
 # ---------------------------------------------------------------- issue 18: nothing silently wrong
 
 
-def _fails_in_one_line(argv, capsys, *needles) -> str:
-    assert main(argv) == 2
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return out
 
 
 def test_state_that_is_not_finite_is_refused_when_opened(shared, tmp_path, capsys):
@@ -340,10 +319,10 @@ def test_state_that_is_not_finite_is_refused_when_opened(shared, tmp_path, capsy
     save_file(arrays, path, metadata=meta)
     with pytest.raises(BundleError, match=r"personal.safetensors' holds values that are not finite numbers"):
         Personalizer(None, state)
-    out = _fails_in_one_line(["device", "predict", str(state), shared["images"][0], "--json"], capsys,
+    out = one_line_refusal(["device", "predict", str(state), shared["images"][0], "--json"], capsys,
                              STATE_FILE, "not finite")
     assert out == ""
-    _fails_in_one_line(["device", "fit", str(state)], capsys, STATE_FILE, "not finite")
+    one_line_refusal(["device", "fit", str(state)], capsys, STATE_FILE, "not finite")
     # A state whose arrays do not fit its labels is damaged too, not an internal error later.
     arrays["weight"] = arrays["weight"][:, :-1].copy()
     save_file(arrays, path, metadata=meta)
@@ -364,7 +343,7 @@ def test_fit_that_diverges_changes_nothing_and_saves_nothing(shared, tmp_path, c
     # The command: the same refusal in one line, the saved state untouched.
     before = (state / STATE_FILE).read_bytes()
     monkeypatch.setattr(Personalizer, "default_learning_rate", lambda self: 1e38)
-    _fails_in_one_line(["device", "fit", str(state), "--epochs", "2"], capsys, "Training diverged")
+    one_line_refusal(["device", "fit", str(state), "--epochs", "2"], capsys, "Training diverged")
     assert (state / STATE_FILE).read_bytes() == before
     with pytest.raises(DataError, match="not numbers"):  # and the API cannot save NaN either
         p.weight = p.weight * np.nan
@@ -377,6 +356,6 @@ def test_labels_with_control_characters_are_refused(shared, tmp_path, capsys, la
     p = Personalizer(shared["run"], tmp_path / "s")
     with pytest.raises(DataError, match="contains control characters"):
         p.add_examples(shared["images"][:1], label)
-    _fails_in_one_line(["device", "add", shared["run"], str(tmp_path / "s"), "--label", label, shared["images"][0]],
+    one_line_refusal(["device", "add", shared["run"], str(tmp_path / "s"), "--label", label, shared["images"][0]],
                        capsys, "contains control characters")
     assert not (tmp_path / "s").exists()

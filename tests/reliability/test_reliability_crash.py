@@ -13,7 +13,6 @@ what a power cut or the OOM killer would leave."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import inspect
 import os
 import shutil
@@ -28,6 +27,7 @@ import pytest
 from edgetl.cli import main
 from edgetl.errors import StorageError
 from edgetl.runtime import Personalizer, Predictor
+from imagefiles import snapshot
 
 SIZE = 32
 
@@ -49,15 +49,6 @@ def error_line(err: str) -> str:
     errors = [line for line in err.splitlines() if line.startswith(("edgetl: error:", "edgetl: internal error:"))]
     assert len(errors) == 1 and err.splitlines()[-1] == errors[0], err
     return errors[0]
-
-
-def snapshot(root) -> dict[str, str]:
-    out = {}
-    for dirpath, _, filenames in os.walk(root):
-        for f in filenames:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                out[os.path.relpath(os.path.join(dirpath, f), root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def run_until_paused(code: str, *args, timeout: float = 240) -> tuple[str, subprocess.Popen]:

@@ -11,7 +11,6 @@ by deleting it just before the step that reads it again."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from edgetl.errors import DataError
 from edgetl.features.cache import FeatureCache
 from edgetl.training import bundle as bundle_mod
 from edgetl.training import head_path
+from imagefiles import snapshot
 
 SIZE = 32
 FAST = ["--image-size", str(SIZE), "--search", "off"]
@@ -37,15 +37,6 @@ def error_line(err: str) -> str:
     errors = [line for line in err.splitlines() if line.startswith("edgetl: error:")]
     assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
     return errors[0]
-
-
-def snapshot(root) -> dict[str, str]:
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                out[os.path.relpath(os.path.join(dirpath, name), root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def shapes_dir(tmp_path):
 def shared_run(tmp_path_factory, edgetl_cache):
     """One trained bundle for every test that only needs *a* bundle: the
     shapes folder (3 classes x 12 images, 48 px), searched at 32 px (every
-    tap, every head). Read-only: a test that changes a bundle copies
+    tap, the default head). Read-only: a test that changes a bundle copies
     ``shared_run.run_dir`` first (shutil.copytree)."""
     import types
 

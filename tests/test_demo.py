@@ -22,7 +22,7 @@ def test_demo_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    assert "raw-pixel logistic regression baseline" in text
+    assert "raw-pixel linear baseline (ridge classifier)" in text
     assert "device runtime (int8, no torch)" in text
     metrics = json.load(open(out_dir / "metrics.json"))
     assert metrics["counts"]["images_used"] == 898  # half of the 1,797 scans; the other half is the test set

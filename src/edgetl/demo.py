@@ -117,7 +117,7 @@ def run_demo(out_dir: str = "edgetl-demo-run", cache_dir: str | None = None, pro
              f"   model.int8.onnx {m['model_mb']['int8']:.1f} MB")
         echo(f"  naive transfer: softmax on the final layer at {fl['image_size']} px           {test['naive']:.1%}"
              f"   {fl['macs'] / 1e6:.1f}M MACs")
-        echo(f"  raw-pixel logistic regression baseline                          {test['raw_pixels']:.1%}")
+        echo(f"  raw-pixel linear baseline (ridge classifier)                    {test['raw_pixels']:.1%}")
         if test["fp32"] <= test["raw_pixels"]:
             echo("  -> transfer does NOT beat the raw-pixel baseline on the test set.")
         else:

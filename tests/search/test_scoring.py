@@ -1,6 +1,7 @@
 """Scoring on validation data only: the protocol (k-fold for small sets,
-holdout for large), which candidates are fitted (the expensive head on the
-best pairs only), the score cache's key, and the holdout fit + refit."""
+repeated for the smallest, holdout for large), which candidates are fitted
+(the expensive head on the best pairs only), the choice (the naive head kept
+unless significantly beaten), and the holdout fit + refit."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import numpy as np
 import pytest
 
 from edgetl.heads import MLPHead, NearestClassMeanHead, SoftmaxHead
-from edgetl.search import (NUM_MLP_PAIRS, Candidate, ScoreCache, holdout_and_refit, make_scorer, score_candidates,
-                           single_thread)
+from edgetl.search import (NUM_MLP_PAIRS, Candidate, choose, holdout_and_refit, make_scorer, score_candidates,
+                           significantly_better, single_thread)
 
 
 def test_selection_protocol_kfold_for_small_holdout_for_large():
     rng = np.random.default_rng(0)
     y_small = np.repeat(np.arange(3), 20)
     _, protocol = make_scorer(y_small, np.arange(45), np.arange(45, 60), 3, 0, {}, lambda k, p: p)
-    assert protocol["kind"] == "kfold" and protocol["folds"] == 5
+    assert protocol["kind"] == "kfold" and protocol["folds"] == 5 and protocol["repeats"] == 3
+    y_mid = np.repeat(np.arange(3), 300)
+    _, protocol = make_scorer(y_mid, np.arange(700), np.arange(700, 900), 3, 0, {}, lambda k, p: p)
+    assert protocol["kind"] == "kfold" and protocol["folds"] == 3 and protocol["repeats"] == 1
     y_large = rng.integers(0, 4, 4000)
     _, protocol = make_scorer(y_large, np.arange(3000), np.arange(3000, 4000), 4, 0, {}, lambda k, p: p)
     assert protocol == {"kind": "holdout", "train": 3000, "val": 1000,
@@ -31,7 +35,7 @@ def test_the_expensive_head_is_fitted_on_the_best_pairs_only():
 
     def score(c):
         fitted.append(c)
-        return accuracy[(c.image_size, c.tap)]
+        return np.full(10, accuracy[(c.image_size, c.tap)])
 
     score_candidates(live, score)
     mlp = [c for c in live if c.head == "mlp"]
@@ -48,18 +52,36 @@ def test_the_expensive_head_is_fitted_on_the_best_pairs_only():
     assert all(c.val_accuracy is not None for c in alone)
 
 
-def test_score_cache_context_changes_with_what_the_score_depends_on(tmp_path):
-    cache = ScoreCache(str(tmp_path))
-    y, tr, va = np.array([0, 1, 0, 1]), np.array([0, 1]), np.array([2, 3])
-    base = cache.context(y, tr, va, {"kind": "kfold"}, 0, {"epochs": 30})
-    assert base == cache.context(y.copy(), tr, va, {"kind": "kfold"}, 0, {"epochs": 30})
-    assert base != cache.context(y, tr, va, {"kind": "kfold"}, 1, {"epochs": 30})
-    assert base != cache.context(y, tr, va, {"kind": "kfold"}, 0, {"epochs": 31})
-    assert base != cache.context(y[::-1], tr, va, {"kind": "kfold"}, 0, {"epochs": 30})
-    cache.data["k"] = 0.5
-    cache.save()
-    assert ScoreCache(str(tmp_path)).data == {"k": 0.5}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["search-scores.json"]  # no temporary left
+def _scored(name_tap, size, correct, macs):
+    c = Candidate(size, name_tap, "softmax", 8, macs, 1.0, None)
+    c.correct = np.asarray(correct, np.float64)
+    c.val_accuracy = float(c.correct.mean())
+    return c
+
+
+def test_the_naive_head_is_kept_unless_significantly_beaten():
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.8).astype(float)
+    reference = _scored("final", 224, base, 300)
+    # Three more images right out of 400: within the noise, even though cheaper and scored higher.
+    lucky = base.copy()
+    lucky[np.flatnonzero(base == 0)[:3]] = 1
+    cheap_lucky = _scored("block4", 32, lucky, 10)
+    assert not significantly_better(cheap_lucky, reference)
+    assert choose([reference, cheap_lucky], reference=reference) is reference
+    # Forty more right and none worse: kept no longer.
+    clear = base.copy()
+    clear[np.flatnonzero(base == 0)[:40]] = 1
+    better = _scored("block7", 56, clear, 50)
+    assert significantly_better(better, reference)
+    assert choose([reference, cheap_lucky, better], reference=reference) is better
+    # Among the significantly better, ties go to the cheaper.
+    tie = _scored("block10", 112, clear, 80)
+    assert choose([reference, tie, better], reference=reference) is better
+    # Without a reference (e.g. the naive head is over the budget): the best, ties to the cheaper.
+    assert choose([cheap_lucky, tie]) is tie
+    reference.fits_budget = False
+    assert choose([reference, cheap_lucky]) is cheap_lucky
 
 
 @pytest.fixture(scope="module")

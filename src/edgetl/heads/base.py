@@ -17,7 +17,9 @@ Besides, each head owns what a run needs to know about it: its cost on the
 device (:meth:`Head.cost`, from ``layer_shapes``), its hyper-parameters out
 of the run's common ones (:meth:`Head.params_for_run`) and how it is refitted
 on every labelled image after early stopping on a holdout
-(:meth:`Head.refit_params`, :meth:`Head.refit_all`). Register a new head with
+(:meth:`Head.refit_params`, :meth:`Head.refit_all`), and how the search
+scores it on folds of the labelled images (:meth:`Head.fold_correct`: real
+fits by default; a head may give a cheaper faithful proxy). Register a new head with
 ``@register_head("name")`` (``edgetl.heads.registry``)."""
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Head:
     kind: str = ""  # the registered name (set by register_head)
     label: str = "head"  # how messages and notes name it: "the {label}"
     expensive: bool = False  # the search fits it only where the cheaper heads did best
+    fast_fold_scoring: bool = False  # fold_correct has a closed form: the search may repeat its folds
 
     # -- hyper-parameters ----------------------------------------------------------------------------
 
@@ -69,6 +72,31 @@ class Head:
     def refit_all(self, X: np.ndarray, y: np.ndarray, num_classes: int | None = None) -> "Head":
         """A new head of this kind fitted on all of ``X``, ``y`` (no validation split) with :meth:`refit_params`."""
         return type(self)(**self.refit_params()).fit(X, y, num_classes=num_classes)
+
+    def fold_correct(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray,
+                     num_classes: int | None = None) -> np.ndarray:
+        """Per row of ``X``: was it classified right by a head like this one
+        fitted without the row's fold? ``folds[i]`` is row i's fold (0, 1,
+        ...); rows with fold -1 are only trained on (and stay False). By
+        default an unfitted copy is fitted per fold, early-stopped on a
+        fifth of the training folds."""
+        from ..data.folder import stratified_split
+
+        y = np.asarray(y, np.int64)
+        out = np.zeros(len(y), bool)
+        for f in range(int(np.max(folds)) + 1):
+            test = np.flatnonzero(folds == f)
+            train = np.flatnonzero(folds != f)
+            if not len(test) or not len(train):
+                continue
+            fit_idx, val_idx = train, train[:0]
+            inner_fit, inner_val = stratified_split(y[train], 0.2, f)
+            if len(inner_val):
+                fit_idx, val_idx = train[inner_fit], train[inner_val]
+            head = type(self)(**self.get_params()).fit(X[fit_idx], y[fit_idx], X[val_idx], y[val_idx],
+                                                       num_classes=num_classes)
+            out[test] = head.predict(X[test]) == y[test]
+        return out
 
     # -- cost ----------------------------------------------------------------------------------------
 

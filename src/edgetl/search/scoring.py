@@ -1,17 +1,15 @@
 """How candidates are scored on validation data only: k-fold for small
-sets, the run's holdout split for large ones; the cache of scores already
-computed; and the holdout fit + refit on everything that ships."""
+sets (repeated for the smallest), the run's holdout split for large ones,
+each image's correctness kept for the choice's significance test; and the
+holdout fit + refit on everything that ships."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 
 import numpy as np
 
 from ..heads import head_class
-from .cache import JsonCache
 
 NUM_MLP_PAIRS = 3  # an expensive head (the hidden-layer one) is tried on this many best (size, tap) pairs
 KFOLD_BELOW_IMAGES = 2000  # k-fold selection below this many labeled images (holdout above)
@@ -35,47 +33,67 @@ def single_thread():
         torch.set_num_threads(old)
 
 
-def make_scorer(y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int, seed: int,
-                head_params: dict, head_kwargs, kfold_below: int = KFOLD_BELOW_IMAGES):
-    """(score(X, kind) -> accuracy, protocol dict). k-fold over every labeled
-    image when there are fewer than ``kfold_below``; otherwise fit on the
-    train split, score on the holdout split. ``head_kwargs(kind, head_params)``
-    gives a kind's hyper-parameters (``Search.head_kwargs``)."""
-    from ..heads import make_head
-    from ..heads.selection import cv_score
+REPEAT_BELOW_IMAGES = 500  # below this many images the k-fold split is drawn SELECTION_REPEATS times
+SELECTION_REPEATS = 3
 
-    def build(kind: str):
-        return make_head(kind, **head_kwargs(kind, head_params))
+
+def selection_folds(y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int, seed: int,
+                    kfold_below: int = KFOLD_BELOW_IMAGES) -> tuple[list[np.ndarray], dict]:
+    """(fold arrays, protocol dict): each array gives every labelled row its
+    fold. Below ``kfold_below`` images, stratified k-fold over all of them
+    (5 folds for small sets, 3 above FEWER_FOLDS_ABOVE; drawn
+    SELECTION_REPEATS times below REPEAT_BELOW_IMAGES: a closed-form score
+    costs little, and the repeats halve the noise of the choice);
+    otherwise the run's holdout split (train rows -1, validation rows 0)."""
+    from ..heads.ridge import stratified_folds
 
     min_class = int(np.bincount(y, minlength=num_classes).min())
     if len(y) < kfold_below and min_class >= 2:
-        # Five folds for small sets; three above FEWER_FOLDS_ABOVE (each fold is then large enough).
-        folds = max(2, min(MAX_FOLDS if len(y) < FEWER_FOLDS_ABOVE else 3, min_class))
-        protocol = {"kind": "kfold", "folds": folds, "images": int(len(y)),
-                    "description": f"stratified {folds}-fold cross-validation on {len(y)} labeled images"}
+        k = max(2, min(MAX_FOLDS if len(y) < FEWER_FOLDS_ABOVE else 3, min_class))
+        repeats = SELECTION_REPEATS if len(y) < REPEAT_BELOW_IMAGES else 1
+        folds = [stratified_folds(y, k, seed + r) for r in range(repeats)]
+        times = f", {repeats} times" if repeats > 1 else ""
+        return folds, {"kind": "kfold", "folds": k, "repeats": repeats, "images": int(len(y)),
+                       "description": f"stratified {k}-fold cross-validation on {len(y)} labeled images{times}"}
+    folds = np.full(len(y), -1, np.int64)
+    folds[val_idx] = 0
+    return [folds], {"kind": "holdout", "train": int(len(train_idx)), "val": int(len(val_idx)),
+                     "description": f"fit on {len(train_idx)} images, scored on the {len(val_idx)} held out"}
 
-        def score(X, kind):
-            return cv_score(lambda: build(kind), X, y, n_splits=folds, seed=seed, num_classes=num_classes)
-    else:
-        protocol = {"kind": "holdout", "train": int(len(train_idx)), "val": int(len(val_idx)),
-                    "description": f"fit on {len(train_idx)} images, scored on the {len(val_idx)} held out"}
 
-        def score(X, kind):
-            head = build(kind).fit(X[train_idx], y[train_idx], X[val_idx], y[val_idx], num_classes=num_classes)
-            return float((head.predict(X[val_idx]) == y[val_idx]).mean())
+def make_scorer(y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int, seed: int,
+                head_params: dict, head_kwargs, kfold_below: int = KFOLD_BELOW_IMAGES):
+    """(score(X, kind) -> per-image correctness, protocol dict). Each image
+    scored (all of them under k-fold, the validation split under holdout)
+    gets the share of the repeats in which a ``kind`` head fitted without
+    it classified it right (``Head.fold_correct``: the closed-form proxy
+    for the softmax head, real fits for the others). ``head_kwargs(kind,
+    head_params)`` gives a kind's hyper-parameters (``Search.head_kwargs``)."""
+    from ..heads import make_head
+
+    folds, protocol = selection_folds(y, train_idx, val_idx, num_classes, seed, kfold_below)
+    scored = folds[0] >= 0
+
+    def score(X, kind):
+        head = make_head(kind, **head_kwargs(kind, head_params))
+        repeats = folds if head.fast_fold_scoring else folds[:1]  # real fits: one draw of the folds
+        right = np.mean([head.fold_correct(X, y, f, num_classes) for f in repeats], axis=0)
+        return right[scored]
     return score, protocol
 
 
 def score_candidates(live: list, score) -> None:
-    """Set ``val_accuracy`` of the candidates ``live`` with ``score(candidate)``.
+    """Set ``correct`` (per-image correctness) and ``val_accuracy`` (its
+    mean) of the candidates ``live`` with ``score(candidate)``.
 
-    Heads that are cheap to fit are scored on every (size, tap); an
+    Heads that are cheap to score are scored on every (size, tap); an
     expensive one (``Head.expensive``: the hidden-layer head) only on the
     NUM_MLP_PAIRS pairs where the cheap heads did best (on every pair when
     no cheap head is tried); the others get a note instead."""
     cheap = [c for c in live if not head_class(c.head).expensive]
     for c in cheap:
-        c.val_accuracy = score(c)
+        c.correct = score(c)
+        c.val_accuracy = float(np.mean(c.correct))
     pair_score: dict[tuple[int, str], float] = {}
     for c in cheap:
         key = (c.image_size, c.tap)
@@ -85,7 +103,8 @@ def score_candidates(live: list, score) -> None:
                   else {(c.image_size, c.tap) for c in expensive})
     for c in expensive:
         if (c.image_size, c.tap) in best_pairs:
-            c.val_accuracy = score(c)
+            c.correct = score(c)
+            c.val_accuracy = float(np.mean(c.correct))
         else:
             c.note = f"not tried: the {head_class(c.head).label} is fitted on the {NUM_MLP_PAIRS} best taps only"
 
@@ -102,20 +121,3 @@ def holdout_and_refit(kind: str, kwargs: dict, X: np.ndarray, y: np.ndarray, tra
     head = make_head(kind, **kwargs).fit(X[train_idx], y[train_idx], X[val_idx], y[val_idx],
                                          num_classes=num_classes)
     return head, head.refit_all(X, y, num_classes=num_classes)
-
-
-class ScoreCache(JsonCache):
-    """Selection scores already computed: ``{context|features digest|tap|head: accuracy}``,
-    so trying a candidate again costs nothing."""
-
-    VERSION = 1
-
-    def __init__(self, cache_dir: str | None = None):
-        super().__init__("search-scores.json", cache_dir)
-
-    def context(self, y, train_idx, val_idx, protocol, seed, head_params) -> str:
-        h = hashlib.sha256()
-        for arr in (y, train_idx, val_idx):
-            h.update(np.ascontiguousarray(arr, np.int64).tobytes())
-        h.update(json.dumps([self.VERSION, protocol, seed, head_params], sort_keys=True, default=str).encode())
-        return h.hexdigest()[:24]

@@ -3,7 +3,6 @@ extraction pass for every size, then scoring and the choice."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 
@@ -13,8 +12,8 @@ from ..errors import DataError
 from ..heads import HEAD_KINDS, head_class
 from ..zoo import FINAL_TAP
 from .baseline import NaiveBaseline, naive_baseline
-from .candidates import TIE_TOLERANCE, Candidate, choose, format_table, no_fit_message, plan_candidates
-from .scoring import ScoreCache, make_scorer, score_candidates, single_thread
+from .candidates import SIGNIFICANCE_Z, TIE_TOLERANCE, Candidate, choose, format_table, no_fit_message, plan_candidates
+from .scoring import make_scorer, score_candidates, single_thread
 from .sizes import Budget
 
 log = logging.getLogger(__name__)
@@ -88,30 +87,26 @@ class Search:
         split of those rows) and return the choice."""
         t = time.perf_counter()
         y = np.asarray(y)
-        head_params = head_params or {}
-        fit_score, self.protocol = make_scorer(y, train_idx, val_idx, self.num_classes, seed, head_params,
+        fit_score, self.protocol = make_scorer(y, train_idx, val_idx, self.num_classes, seed, head_params or {},
                                                self.head_kwargs)
-        scores = ScoreCache(self.cache_dir)
-        context = scores.context(y, train_idx, val_idx, self.protocol, seed, head_params)
-        digests = {}  # image_size -> digest of its feature rows
-
-        def score(c: Candidate) -> float:
-            if c.image_size not in digests:
-                digests[c.image_size] = hashlib.sha256(self.features[c.image_size].features.tobytes()).hexdigest()
-            key = f"{context}|{digests[c.image_size]}|{c.tap}|{c.head}"
-            if key not in scores.data:
-                scores.data[key] = fit_score(self.features[c.image_size].tap(c.tap), c.head)
-            return scores.data[key]
-
         live = [c for c in self.candidates if c.fits_budget]
         log.info("scoring %d candidates by %s", len(live), self.protocol["description"])
         with single_thread():
-            score_candidates(live, score)
-        scores.save()
+            score_candidates(live, lambda c: fit_score(self.features[c.image_size].tap(c.tap), c.head))
         self.timings["scoring_s"] = time.perf_counter() - t
-        self.protocol["tie_tolerance"] = TIE_TOLERANCE
-        self.chosen = choose(self.candidates)
+        reference = self.reference()
+        self.protocol.update(tie_tolerance=TIE_TOLERANCE, significance_z=SIGNIFICANCE_Z,
+                             reference=reference.name if reference is not None else None)
+        self.chosen = choose(self.candidates, reference=reference)
         return self.chosen
+
+    def reference(self) -> Candidate | None:
+        """The article's recipe among the candidates within budget: the
+        softmax head on the final layer at the default size (None when it is
+        not among them). The choice keeps it unless another candidate is
+        significantly better (``candidates.choose``)."""
+        return next((c for c in self.candidates if c.fits_budget and c.val_accuracy is not None
+                     and (c.image_size, c.tap, c.head) == (self.baseline_size, FINAL_TAP, "softmax")), None)
 
     def naive_baseline(self, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
                        head_params: dict) -> NaiveBaseline:

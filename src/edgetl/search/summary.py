@@ -24,7 +24,7 @@ def search_summary(metrics: dict, searcher=None, limit: int = 12) -> list[str]:
     fl, raw = b["final_layer"], b["raw_pixels"]
     rows = [(f"chosen ({ch['tap']}, {ch['image_size']} px, {ch['head']})", ch["val_accuracy"], ch["macs"]),
             (f"naive (final layer, {fl['image_size']} px, softmax)", fl["val_accuracy"], fl["macs"]),
-            (f"raw pixels ({raw['image_size']} px, logistic regression)", raw["val_accuracy"], None)]
+            (f"raw pixels ({raw['image_size']} px, ridge classifier)", raw["val_accuracy"], None)]
     width = max(len(r[0]) for r in rows)
     lines.append(f"holdout validation accuracy ({metrics['counts']['val']} images, the same split for all three):")
     for name, acc, macs in rows:

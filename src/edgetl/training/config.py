@@ -23,7 +23,10 @@ MIN_IMAGE_SIZE = 16
 
 # Defaults that depend on the path the strategy takes (None in the config means "this").
 HEAD_DEFAULTS = {"epochs": 100, "patience": 10}
-FINETUNE_DEFAULTS = {"epochs": 15, "patience": 3, "batch_size": 32}
+FINETUNE_DEFAULTS = {"epochs": 15, "patience": 3, "batch_size": 32, "l2": 1e-4}
+# The head's default weight decay is this over the number of labeled images:
+# mean loss + l2/2 |W|^2 is then LogisticRegression(C=0.1)'s objective.
+HEAD_L2_PER_IMAGE = 10.0
 
 # Settings that describe an act of this invocation, not the run: never saved in config.toml.
 NOT_SAVED = ("overwrite", "resume")
@@ -106,7 +109,8 @@ class TrainConfig:
                           "budget; off: softmax head on the final layer at the default size (the naive recipe)",
                           type=str, choices=("on", "off"))
     tap: str | None = setting(None, "pin the tap point (e.g. block7, final); see metrics.json for the list", type=str)
-    heads: tuple | None = setting(None, f"heads to try, comma-separated: {','.join(HEAD_KINDS)}", type=tuple,
+    heads: tuple | None = setting(None, f"heads to try, comma-separated: {','.join(HEAD_KINDS)} (default: softmax)",
+                                  type=tuple,
                                   metavar="LIST", check=_heads)
     max_latency_ms: float | None = setting(None, "budget: batch-1 latency measured here (ONNX Runtime, 1 thread)",
                                            type=float, check=_positive)
@@ -117,7 +121,9 @@ class TrainConfig:
     epochs: int | None = setting(None, "maximum epochs (default 100 for head, 15 otherwise); early stopping on the "
                                  "validation split", type=int, check=_at_least(1))
     learning_rate: float = setting(1e-3, "default 0.001", type=float, check=_positive)
-    l2: float = setting(1e-4, "weight decay, default 0.0001", type=float, check=_at_least(0))
+    l2: float | None = setting(None, "weight decay (default: for the head, 10 / labeled images, the penalty of "
+                               "scikit-learn's LogisticRegression(C=0.1) on standardised features; 0.0001 otherwise)",
+                               type=float, check=_at_least(0))
     patience: int | None = setting(None, "epochs without improvement before stopping (default 10 for head, 3 "
                                    "otherwise)", type=int, check=_at_least(1))
     seed: int = setting(0, "default 0", type=int, check=_at_least(0))

@@ -15,7 +15,7 @@ from ..data.folder import stratified_split
 from .bundle import (NUM_CALIBRATION_IMAGES, calibration_batches, check_agreement, check_finite, counts,
                      finish_bundle, head_arrays, images_still_there, metrics_header, prediction_rows,
                      write_device_files, write_labels)
-from .config import HEAD_DEFAULTS
+from .config import HEAD_DEFAULTS, HEAD_L2_PER_IMAGE
 from .inputs import base_input_spec, check_usable, search_sizes_for
 from .result import TrainResult
 from .rundir import staging
@@ -38,12 +38,12 @@ class _Fitted:
 
 def _candidates(config) -> tuple[bool, tuple[str, ...] | None, tuple[str, ...]]:
     """(search on?, taps to try or None for all, heads to try)."""
+    from ..search import SEARCH_HEADS
     from ..zoo import FINAL_TAP
-    from ..search import HEADS
 
     if config.search == "off":
         return False, (config.tap or FINAL_TAP,), (config.heads[0],) if config.heads else ("softmax",)
-    return True, ((config.tap,) if config.tap else None), tuple(config.heads) if config.heads else HEADS
+    return True, ((config.tap,) if config.tap else None), tuple(config.heads) if config.heads else SEARCH_HEADS
 
 
 def _fit(searcher, y, train_idx, val_idx, num_classes: int, config, head_params: dict, timings: dict) -> _Fitted:
@@ -66,7 +66,7 @@ def _fit(searcher, y, train_idx, val_idx, num_classes: int, config, head_params:
 
 
 def _baselines(searcher, used, y, train_idx, val_idx, config, head_params: dict):
-    """(summaries, fitted models): logistic regression on raw pixels and the
+    """(summaries, fitted models): the ridge classifier on raw pixels and the
     naive head, on the same holdout split (and refitted on everything, like
     the shipped model)."""
     from ..baselines import raw_pixel_baseline
@@ -76,7 +76,7 @@ def _baselines(searcher, used, y, train_idx, val_idx, config, head_params: dict)
     val_paths = [used.paths[i] for i in val_idx]
     raw, _ = raw_pixel_baseline(train_paths, y[train_idx], val_paths, y[val_idx], seed=config.seed)
     _, raw_model = raw_pixel_baseline(used.paths, y, val_paths, y[val_idx], image_size=raw["image_size"],
-                                      grayscale=raw["grayscale"], C=raw["C"], seed=config.seed)
+                                      grayscale=raw["grayscale"], alpha=raw["alpha"])
     return {"raw_pixels": raw, "final_layer": naive.summary}, {"raw_pixels": raw_model, "final_layer": naive}
 
 
@@ -151,6 +151,8 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
     check_usable(used, config.data_dir)
     y = used.targets
     train_idx, val_idx = stratified_split(y, config.val_split, config.seed)
+    if config.l2 is None:
+        config = config.replace(l2=HEAD_L2_PER_IMAGE / len(y))
     head_params = {"epochs": config.epochs, "learning_rate": config.learning_rate, "l2": config.l2,
                    "patience": config.patience, "seed": config.seed}
     fitted = _fit(searcher, y, train_idx, val_idx, len(used.classes), config, head_params, timings)

@@ -133,7 +133,7 @@ def test_sigterm_during_an_export_into_the_cache(tmp_path, data):
     killed = dead_pid()
     (models / f".efficientnet_lite0-0123abcd.onnx.tmp-{killed}").write_bytes(b"half")
     (weights / f".resnet18-f37072fd.pth.tmp-{killed}").write_bytes(b"part of a download")
-    (cache / f".latency.json.tmp-{killed}").write_text("{")
+    (cache / f".tap-costs.json.tmp-{killed}").write_text("{")
     users = cache / f".notes.txt.tmp-{killed}"  # $EDGETL_CACHE_DIR may be a folder shared with other files
     users.write_text("not edgetl's")
     running = models / f".other.onnx.tmp-{os.getpid()}"

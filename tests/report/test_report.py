@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -180,6 +181,25 @@ def test_metrics_helpers_still_work():
     m = classification_metrics([0, 1, 1, 2], [0, 1, 2, 2], ["a", "b", "c"])
     assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
     assert "accuracy 0.7500 on 4 images" in format_report(m)
+
+
+def test_metrics_match_scikit_learn():
+    """The numpy metrics against scikit-learn's, a class never predicted and one never present included."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 4, 300), rng.integers(0, 5, 300)
+    y_pred[y_pred == 4] = 0
+    y_true[y_true == 3] = 2
+    m = classification_metrics(y_true, y_pred, ["a", "b", "c", "d"])
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1, 2, 3],
+                                                                     zero_division=0)
+    assert m["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=[0, 1, 2, 3]).tolist()
+    for i, name in enumerate("abcd"):
+        row = m["per_class"][name]
+        np.testing.assert_allclose([row["precision"], row["recall"], row["f1"]], [precision[i], recall[i], f1[i]])
+        assert row["support"] == support[i]
+    assert m["accuracy"] == float((y_true == y_pred).mean())
 
 
 def test_report_tolerates_partial_optional_fields(full_run, tmp_path):

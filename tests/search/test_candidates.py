@@ -76,3 +76,27 @@ def test_compute_grows_with_depth_and_input_size(shared_run):
     assert all(c.fits_budget == (c.macs <= 50e6) for c in cands)
     assert any(not c.fits_budget for c in cands) and all(c.fits_budget for c in cands if c.image_size == 32)
 
+
+
+def test_costs_are_measured_once_per_graph_and_machine(shared_run, tmp_path, monkeypatch):
+    """The first call profiles, cuts and times every tap; its latencies are
+    made monotone (a tap is a prefix of every later one, so a slower figure is
+    noise); a second call is served from the cache without building anything."""
+    from edgetl.search import costs
+
+    graph = shared_run.result.searcher.graphs[32]
+    timed = iter([0.5, 0.9, 0.4, 1.0, 2.0, 3.0, 3.5, 4.0, 4.5, 5.0])  # the second tap measured slow
+    monkeypatch.setattr(costs, "measure_latency_ms", lambda path, shape: next(timed))
+    first = costs.tap_costs(graph, "efficientnet_lite0", cache_dir=str(tmp_path))
+    lat = [first[t].latency_ms for t in graph.taps]
+    assert lat[:3] == [0.4, 0.4, 0.4] and lat == sorted(lat)
+    assert [first[t].macs for t in graph.taps] == sorted(first[t].macs for t in graph.taps)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(costs, "measure_latency_ms", no_work)
+    monkeypatch.setattr("edgetl.zoo.profile.profile_taps", no_work)
+    monkeypatch.setattr("edgetl.export.graph_ops.truncate_to_tap", no_work)
+    again = costs.tap_costs(graph, "efficientnet_lite0", cache_dir=str(tmp_path), taps=("block2", "final"))
+    assert again == {t: first[t] for t in ("block2", "final")}

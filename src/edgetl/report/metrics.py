@@ -1,5 +1,6 @@
-"""Classification metrics, from scikit-learn, in a JSON-ready shape, and as a
-plain-text table (``edgetl evaluate``)."""
+"""Classification metrics in a JSON-ready shape (numpy: the confusion
+matrix and what follows from it, as scikit-learn defines them, with 0 where
+a ratio has no denominator), and as a plain-text table (``edgetl evaluate``)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,26 @@ import numpy as np
 
 
 def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
     y_true = np.asarray(y_true, np.int64)
     y_pred = np.asarray(y_pred, np.int64)
-    idx = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=idx, zero_division=0
-    )
+    k = len(labels)
+    known = (y_true >= 0) & (y_true < k) & (y_pred >= 0) & (y_pred < k)
+    confusion = np.bincount(y_true[known] * k + y_pred[known], minlength=k * k).reshape(k, k)
+    hits = np.diag(confusion).astype(np.float64)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    precision = np.divide(hits, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros(k), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(k), where=total > 0)
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
         "n": int(len(y_true)),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                    "support": int(support[i])}
             for i, name in enumerate(labels)
         },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=idx).tolist(),
+        "confusion_matrix": confusion.tolist(),
         "labels": list(labels),
     }
 

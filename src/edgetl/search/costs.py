@@ -5,11 +5,14 @@ layers after it are not in the model, so an early tap is smaller and faster
 as well as cheaper in MACs. MACs are counted on the meta device
 (``zoo.profile.profile_taps``); size is the cut model's serialized bytes;
 latency is measured with ONNX Runtime on this machine, batch 1, one thread
-(the median of repeated runs), and cached per cut model and machine."""
+(the median of repeated runs; a tap measured slower than a later tap of the
+same graph, which computes a superset, takes the later tap's figure and is
+flagged). All of it is cached per graph, tap and machine: a run on a
+machine that has measured this graph builds, cuts and times nothing."""
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import platform
 import tempfile
@@ -21,6 +24,8 @@ import numpy as np
 from ..export.backbone_onnx import FEATURES_NAME, INPUT_NAME
 from ..heads import make_head
 from .cache import JsonCache
+
+log = logging.getLogger(__name__)
 
 LATENCY_RUNS = 20
 LATENCY_THREADS = 1
@@ -45,14 +50,29 @@ def _machine_id() -> str:
     return f"{platform.machine()}-{platform.processor() or 'cpu'}-{os.cpu_count()}"
 
 
-class LatencyCache(JsonCache):
-    """``{model sha256 + machine + threads: ms}``."""
+class CostCache(JsonCache):
+    """``{graph key + tap + machine + threads: [dim, macs, model_mb, latency_ms]}``
+    (latency None when not measured)."""
+
+    VERSION = 1
 
     def __init__(self, cache_dir: str | None = None):
-        super().__init__("latency.json", cache_dir)
+        super().__init__("tap-costs.json", cache_dir)
 
-    def key(self, model_bytes: bytes) -> str:
-        return f"{hashlib.sha256(model_bytes).hexdigest()[:24]}-{_machine_id()}-t{LATENCY_THREADS}"
+    def key(self, graph, tap: str) -> str:
+        return f"v{self.VERSION}-{graph.key}-{tap}-{_machine_id()}-t{LATENCY_THREADS}"
+
+    def get(self, graph, tap: str, need_latency: bool) -> TapCost | None:
+        row = self.data.get(self.key(graph, tap))
+        try:
+            dim, macs, mb, latency = row
+            cost = TapCost(tap, int(dim), int(macs), float(mb), None if latency is None else float(latency))
+        except (TypeError, ValueError):
+            return None
+        return None if need_latency and cost.latency_ms is None else cost
+
+    def put(self, graph, cost: TapCost) -> None:
+        self.data[self.key(graph, cost.tap)] = [cost.dim, cost.macs, cost.model_mb, cost.latency_ms]
 
 
 def measure_latency_ms(model_path: str, input_shape: tuple[int, ...], runs: int = LATENCY_RUNS) -> float:
@@ -76,33 +96,44 @@ def tap_costs(graph, backbone: str, measure_latency: bool = True, cache_dir: str
               taps: tuple[str, ...] | None = None) -> dict[str, TapCost]:
     """``{tap: TapCost}`` for every tap of a taps graph
     (``export_backbone(..., taps=True)``), earliest first; only ``taps`` when given."""
+    wanted = [t for t in graph.taps if taps is None or t in taps]
+    cache = CostCache(cache_dir)
+    cached = {t: cache.get(graph, t, measure_latency) for t in wanted}
+    if all(cached.values()):
+        return cached
+    measured = _measure(graph, backbone, measure_latency)
+    for cost in measured.values():
+        cache.put(graph, cost)
+    cache.save()
+    return {t: measured[t] for t in wanted}
+
+
+def _measure(graph, backbone: str, measure_latency: bool) -> dict[str, TapCost]:
+    """Every tap's cost, measured: MACs on the meta device, each cut model's
+    bytes and (``measure_latency``) its batch-1 latency, corrected so that no
+    tap is slower than a later one (a prefix of it)."""
     from ..export.graph_ops import truncate_to_tap
     from ..zoo.profile import profile_taps
 
     spec = graph.input_spec
     profiles = {p.name: p for p in profile_taps(backbone, spec.image_size, spec.num_channels)}
-    latencies = LatencyCache(cache_dir) if measure_latency else None
-    out: dict[str, TapCost] = {}
-    dirty = False
+    sizes, latencies = {}, {}
     with tempfile.TemporaryDirectory(prefix="edgetl-latency-") as tmp:
         for tap in graph.taps:
-            if taps is not None and tap not in taps:
-                continue
-            model = truncate_to_tap(graph.onnx_path, tap)
-            data = model.SerializeToString()
-            latency = None
-            if latencies is not None:
-                key = latencies.key(data)
-                latency = latencies.data.get(key)
-                if latency is None:
-                    path = os.path.join(tmp, "cut.onnx")
-                    with open(path, "wb") as fh:
-                        fh.write(data)
-                    latency = measure_latency_ms(path, (1, spec.num_channels, spec.image_size, spec.image_size))
-                    latencies.data[key] = latency
-                    dirty = True
-            p = profiles[tap]
-            out[tap] = TapCost(tap, p.dim, p.macs, len(data) / 1e6, latency)
-    if dirty:
-        latencies.save()
-    return out
+            data = truncate_to_tap(graph.onnx_path, tap).SerializeToString()
+            sizes[tap] = len(data) / 1e6
+            if measure_latency:
+                path = os.path.join(tmp, "cut.onnx")
+                with open(path, "wb") as fh:
+                    fh.write(data)
+                latencies[tap] = measure_latency_ms(path, (1, spec.num_channels, spec.image_size, spec.image_size))
+    later = float("inf")
+    for tap in reversed(graph.taps):  # a prefix cannot take longer than the whole: the machine's noise
+        if tap in latencies:
+            if latencies[tap] > later:
+                log.debug("latency of %s at %d px measured %.2f ms, above a later tap's %.2f ms: noise; using the "
+                          "later figure", tap, spec.image_size, latencies[tap], later)
+                latencies[tap] = later
+            later = latencies[tap]
+    return {tap: TapCost(tap, profiles[tap].dim, profiles[tap].macs, sizes[tap], latencies.get(tap))
+            for tap in graph.taps}

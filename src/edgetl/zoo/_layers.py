@@ -22,12 +22,24 @@ class ConvBN(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
+def normal_(weight: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """``nn.init.normal_``, skipped on the meta device (a model built there
+    only to be measured): torch draws meta normals through ``torch._refs``,
+    whose first use imports ``torch._dynamo``, about a second per process."""
+    return weight if weight.is_meta else nn.init.normal_(weight, mean, std)
+
+
+def kaiming_normal_(weight: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``nn.init.kaiming_normal_``, skipped on the meta device (see :func:`normal_`)."""
+    return weight if weight.is_meta else nn.init.kaiming_normal_(weight, **kwargs)
+
+
 def init_weights(model: nn.Module, uniform_linear_bias: bool = False) -> None:
     """Kaiming-normal convolutions, unit BatchNorm, uniform fully-connected
     weights (bias zero, or uniform like PyTorch's default)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..data.input_spec import InputSpec
+from ._layers import normal_
 from .registry import BackboneSpec, RemoteWeights, register_backbone
 
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -128,7 +129,7 @@ class AlexNet(nn.Module):
             return nn.Identity()
         layer = nn.Linear(self.num_features, num_classes)
         if self.layout.paper_init:
-            nn.init.normal_(layer.weight, 0.0, 0.01)
+            normal_(layer.weight, 0.0, 0.01)
             nn.init.zeros_(layer.bias)
         return layer
 
@@ -139,7 +140,7 @@ class AlexNet(nn.Module):
         linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
         ones = {id(convs[i]) for i in (1, 3, 4) if i < len(convs)} | {id(m) for m in linears[:2]}
         for module in convs + linears:
-            nn.init.normal_(module.weight, 0.0, 0.01)
+            normal_(module.weight, 0.0, 0.01)
             nn.init.constant_(module.bias, 1.0 if id(module) in ones else 0.0)
 
     def reset_classifier(self, num_classes: int = 0) -> None:

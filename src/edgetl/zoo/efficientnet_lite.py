@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.input_spec import InputSpec
+from ._layers import kaiming_normal_
 from .registry import BackboneSpec, PackagedWeights, register_backbone
 
 # (repeats, kernel, stride, expand_ratio, in_filters, out_filters), from the
@@ -134,7 +135,7 @@ class EfficientNetLite(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                kaiming_normal_(m.weight, mode="fan_out")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.input_spec import InputSpec
+from ._layers import kaiming_normal_, normal_
 from .registry import BackboneSpec, RemoteWeights, register_backbone
 
 _TV = "https://download.pytorch.org/models/"
@@ -60,14 +61,14 @@ class ConvNormAct(nn.Sequential):
 def _init_weights(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            kaiming_normal_(m.weight, mode="fan_out")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
+            normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
 
 
@@ -75,7 +76,7 @@ def _new_linear(cin: int, cout: int) -> nn.Module:
     if not cout:
         return nn.Identity()
     layer = nn.Linear(cin, cout)
-    nn.init.normal_(layer.weight, 0.0, 0.01)
+    normal_(layer.weight, 0.0, 0.01)
     nn.init.zeros_(layer.bias)
     return layer
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..data.input_spec import InputSpec
+from ._layers import kaiming_normal_, normal_
 from .registry import BackboneSpec, RemoteWeights, register_backbone
 
 # Output channels of each 3x3 convolution, "M" a 2x2/2 max-pool (article, table 1).
@@ -75,7 +76,7 @@ class VGG(nn.Module):
         if not num_classes:
             return nn.Identity()
         layer = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(layer.weight, 0.0, 0.01)
+        normal_(layer.weight, 0.0, 0.01)
         nn.init.zeros_(layer.bias)
         return layer
 
@@ -84,13 +85,13 @@ class VGG(nn.Module):
         convolutions, N(0, 0.01) fully-connected weights, zero biases."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
+                normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
     def reset_classifier(self, num_classes: int = 0) -> None:

@@ -9,8 +9,6 @@ import importlib.util
 import os
 from functools import lru_cache
 
-import torch
-
 from .._files import cache_path
 from ..errors import WeightsError
 from .registry import BackboneSpec, RemoteWeights
@@ -115,9 +113,11 @@ def _load_failure(exc: Exception) -> str:
     return first[:160]
 
 
-def read_state_dict(path: str, safetensors: bool | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str, safetensors: bool | None = None) -> dict:
     """The tensors of a .pth (read with ``weights_only``) or .safetensors
     file; ``safetensors``: the format, when the name does not say it."""
+    import torch
+
     if not os.path.isfile(path):
         raise WeightsError(f"Weights file '{path}' does not exist; pass the path of a .pth or .safetensors file")
     if safetensors is None:
@@ -142,7 +142,7 @@ def read_state_dict(path: str, safetensors: bool | None = None) -> dict[str, tor
     return state
 
 
-def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], spec: BackboneSpec, path: str) -> None:
+def load_into(model, state: dict, spec: BackboneSpec, path: str) -> None:
     """Strict load; a checkpoint without the classifier drops the model's one."""
     if spec.ignore_prefixes:
         state = {k: v for k, v in state.items() if not k.startswith(spec.ignore_prefixes)}

@@ -5,8 +5,9 @@ hyper-parameters in ``__init__``, ``fit(X, y, X_val=None, y_val=None,
 num_classes=None)`` returning ``self``, fitted attributes ending in ``_``,
 ``decision_function`` (logits), ``predict_proba``, ``predict``, and
 ``onnx_head(features_name, logits_name, prefix)`` giving standard ONNX nodes
-+ initializers that compute the logits from raw features. Importing this
-package does not import torch.
++ initializers that compute the logits from raw features. Neither importing
+this package nor fitting a head imports torch: the trained heads learn with
+numpy alone (``edgetl.heads.fitting``).
 
 The kinds live in one registry (``edgetl.heads.registry``). Adding a head is
 one new module with ``@register_head("name")`` on its class, plus its import

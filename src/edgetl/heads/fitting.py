@@ -1,10 +1,14 @@
 """How the trained heads learn: standardisation, the batch-size rule,
 Adam, the epoch loop with early stopping, and the softmax loss gradient.
 
-torch is imported inside the functions, so importing a head stays cheap."""
+numpy only, float32 throughout: the head path needs no torch (importing it
+costs ~1 s and ~225 MB per process). Randomness comes from one
+``numpy.random.Generator`` per fit (``default_rng(seed)``): the same seed
+gives the same head."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -12,25 +16,46 @@ import numpy as np
 
 MIN_STEPS = 25  # optimizer steps per epoch, at least
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+CHUNK_ROWS = 4096  # rows per block when a pass over X needs a temporary
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015) on plain tensors, updated in place."""
+    """Adam (Kingma & Ba 2015) on float32 arrays, updated in place.
+
+    The moments are kept without their (1 - beta) factors, ``M = m / (1 -
+    b1)`` and ``V = v / (1 - b2)``, so that ``p -= lr/c1 * m / (sqrt(v/c2)
+    + eps)`` is the equal ``p -= (s * M) / (sqrt(V) + e)`` with scalars ``s``
+    and ``e``: ten passes over each parameter, into two preallocated scratch
+    arrays. ``s * M`` first, as torch's ``addcdiv``: an absurd step size
+    overflows to Inf/Inf = NaN instead of vanishing into M/Inf = 0."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
-        self.m = [p.new_zeros(p.shape) for p in params]
-        self.v = [p.new_zeros(p.shape) for p in params]
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.tmp = [(np.empty_like(p), np.empty_like(p)) for p in params]
 
     def step(self, grads) -> None:
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            # An absurd learning rate diverges (NaN weights, refused by the run) rather than overflowing torch.
-            p.addcdiv_(m, v.div(c2).sqrt_().add_(self.eps), value=-min(self.lr / c1, FLOAT32_MAX))
+        root = math.sqrt(c2 / (1 - b2))
+        # An absurd learning rate diverges (NaN/Inf weights, refused by the
+        # run) rather than overflowing: the step size stays a finite float32.
+        size = np.float32(min(self.lr * (1 - b1) / c1 * root, FLOAT32_MAX))
+        eps = np.float32(self.eps * root)
+        f1, f2 = np.float32(b1), np.float32(b2)
+        for p, g, m, v, (tmp, step) in zip(self.params, grads, self.m, self.v, self.tmp):
+            m *= f1
+            m += g
+            v *= f2
+            np.multiply(g, g, out=tmp)
+            v += tmp
+            np.sqrt(v, out=tmp)
+            tmp += eps
+            np.multiply(m, size, out=step)
+            step /= tmp
+            p -= step
 
 
 def default_batch_size(n: int, batch_size: int | None = None) -> int:
@@ -38,19 +63,43 @@ def default_batch_size(n: int, batch_size: int | None = None) -> int:
     return batch_size or int(min(1024, max(32, n // 50)))
 
 
-def standardize_(Xt):
-    """Standardise the rows of the float tensor ``Xt`` in place; returns (mean, std).
+def feature_stats(X: np.ndarray, center: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the columns of ``X`` as float32; sums in float64, a
+    block of rows at a time (no float64 copy of X). ``center=True`` also
+    subtracts the mean from ``X`` in place (a float32 array), sparing the
+    temporary of each block.
 
     std has a floor of a tenth of the median std: a feature (almost)
     constant on the training images carries nothing to learn from, but
     divided by its own tiny std it would turn a new image that does
     activate it (on the device: a new class from another domain) into
     values of 10^6 and the head's loss with them."""
-    import torch
+    n, d = X.shape
+    total = np.zeros(d, np.float64)
+    for i in range(0, n, CHUNK_ROWS):
+        total += X[i : i + CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+    mean = (total / max(n, 1)).astype(np.float32)
+    resid, sq = np.zeros(d, np.float64), np.zeros(d, np.float64)
+    for i in range(0, n, CHUNK_ROWS):
+        block = X[i : i + CHUNK_ROWS]
+        if center:
+            block -= mean
+        else:
+            block = block - mean
+        resid += block.sum(axis=0, dtype=np.float64)
+        sq += np.square(block).sum(axis=0, dtype=np.float64)
+    # Deviations from the float32 mean: remove what its rounding left over.
+    resid /= max(n, 1)
+    std = np.sqrt(np.maximum(sq / max(n, 1) - resid**2, 0.0)).astype(np.float32)
+    std = np.maximum(std, np.float32(max(0.1 * float(np.median(std)), 1e-12)))
+    return mean, std
 
-    std, mean = torch.std_mean(Xt, dim=0, correction=0)
-    std.clamp_(min=max(0.1 * float(std.median()), 1e-12))
-    Xt.sub_(mean).div_(std)
+
+def standardize_(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise the rows of the float32 array ``X`` in place; returns
+    (mean, std), std floored as :func:`feature_stats` says."""
+    mean, std = feature_stats(X, center=True)
+    X /= std
     return mean, std
 
 
@@ -64,40 +113,51 @@ class TrainingData:
     least MIN_STEPS batches), the standardised validation split, and where
     each batch starts."""
 
-    X: Any
-    y: Any
-    X_val: Any
-    y_val: Any
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
     mean: np.ndarray
     scale: np.ndarray
     num_features: int
     num_classes: int
     batch_size: int
-    starts: Any
+    starts: np.ndarray
 
     @property
     def has_val(self) -> bool:
         return self.X_val is not None
 
 
-def prepare_training(X, y, X_val, y_val, num_classes: int | None, batch_size: int | None, gen) -> TrainingData:
-    """Shuffle once (the one full copy of X), then standardise in place;
-    torch's reductions use every core, numpy's one. Draws one ``randperm``
-    from ``gen``."""
-    import torch
+def shuffled_float32(X, order: np.ndarray) -> np.ndarray:
+    """``X[order]`` as a new C-contiguous float32 array, gathered a block of
+    rows at a time: whatever ``X``'s dtype, this is its one full copy."""
+    X = np.asarray(X)
+    out = np.empty((len(order), X.shape[1]), np.float32)
+    if X.dtype == np.float32:
+        np.take(X, order, axis=0, out=out, mode="clip")  # (mode="raise" would gather into a temporary copy)
+    else:
+        for i in range(0, len(order), CHUNK_ROWS):
+            out[i : i + CHUNK_ROWS] = X[order[i : i + CHUNK_ROWS]]
+    return out
 
-    X = np.asarray(X, np.float32)
+
+def prepare_training(X, y, X_val, y_val, num_classes: int | None, batch_size: int | None,
+                     rng: np.random.Generator) -> TrainingData:
+    """Shuffle once (the one full copy of X), then standardise in place.
+    Draws one permutation from ``rng``."""
     y = np.asarray(y, np.int64)
-    n, d = X.shape
+    n, d = np.shape(X)
     c = num_classes_of(y, num_classes)
-    order = torch.randperm(n, generator=gen)
-    Xt = torch.from_numpy(X)[order]
-    yt = torch.from_numpy(y)[order]
-    mean, std = standardize_(Xt)
+    order = rng.permutation(n)
+    Xs = shuffled_float32(X, order)
+    ys = y[order]
+    mean, std = standardize_(Xs)
     Xv = yv = None
     if X_val is not None and len(X_val) > 0:
-        Xv = torch.from_numpy(np.asarray(X_val, np.float32)).sub(mean).div_(std)
-        yv = torch.from_numpy(np.asarray(y_val, np.int64))
+        Xv = np.asarray(X_val, np.float32) - mean
+        Xv /= std
+        yv = np.asarray(y_val, np.int64)
     batch_size = default_batch_size(n, batch_size)
     # Shuffle rows once, then visit contiguous batches in a new random
     # order each epoch: re-gathering all rows every epoch costs more than
@@ -106,9 +166,9 @@ def prepare_training(X, y, X_val, y_val, num_classes: int | None, batch_size: in
     # images would leave the head far from converged.
     repeats = max(1, -(-MIN_STEPS * batch_size // n))
     if repeats > 1:
-        Xt, yt = Xt.repeat(repeats, 1), yt.repeat(repeats)
-    starts = torch.arange(0, len(yt), batch_size)
-    return TrainingData(Xt, yt, Xv, yv, mean.numpy().copy(), std.numpy().copy(), d, c, batch_size, starts)
+        Xs, ys = np.tile(Xs, (repeats, 1)), np.tile(ys, repeats)
+    starts = np.arange(0, len(ys), batch_size)
+    return TrainingData(Xs, ys, Xv, yv, mean, std, d, c, batch_size, starts)
 
 
 class EarlyStopping:
@@ -135,8 +195,8 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
-def run_epochs(head, data: TrainingData, gen, epochs: int, patience: int, step: Callable, val_logits: Callable,
-               penalty: Callable[[], float], snapshot: Callable[[], Any]):
+def run_epochs(head, data: TrainingData, rng: np.random.Generator, epochs: int, patience: int, step: Callable,
+               val_logits: Callable, penalty: Callable[[], float], snapshot: Callable[[], Any]):
     """The mini-batch loop shared by the trained heads.
 
     ``step(xb, yb)`` does one optimizer step and returns the summed training
@@ -144,26 +204,10 @@ def run_epochs(head, data: TrainingData, gen, epochs: int, patience: int, step: 
     ``penalty()`` the regulariser's value, ``snapshot()`` a copy of the
     parameters. Sets ``head.history_``, ``best_epoch_`` and ``n_epochs_``;
     returns the parameters to keep (the best epoch's, when validating)."""
-    import torch
-
     stopper = EarlyStopping(patience)
     head.history_ = []
-    bs = data.batch_size
-    for epoch in range(epochs):
-        total = 0.0
-        for start in data.starts[torch.randperm(len(data.starts), generator=gen)].tolist():
-            total += step(data.X[start : start + bs], data.y[start : start + bs])
-        record = {"epoch": epoch + 1, "train_loss": total / len(data.y) + penalty()}
-        stop = False
-        if data.has_val:
-            vl = val_logits()
-            val_loss = float(torch.nn.functional.cross_entropy(vl, data.y_val))
-            val_acc = float((vl.argmax(1) == data.y_val).float().mean())
-            record.update(val_loss=val_loss, val_accuracy=val_acc)
-            stop = stopper.update(epoch + 1, val_acc, val_loss, snapshot)
-        head.history_.append(record)
-        if stop:
-            break
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging run ends in NaN, refused later
+        _epochs(head, data, rng, epochs, step, val_logits, penalty, snapshot, stopper)
     head.n_epochs_ = len(head.history_)
     if stopper.best_state is not None:
         head.best_epoch_ = stopper.best_epoch
@@ -172,13 +216,36 @@ def run_epochs(head, data: TrainingData, gen, epochs: int, patience: int, step: 
     return snapshot()
 
 
-def softmax_nll_grad(logits, yb):
-    """Summed NLL of a batch and d(mean NLL)/d(logits), computed in place."""
-    import torch
+def _epochs(head, data: TrainingData, rng: np.random.Generator, epochs: int, step: Callable, val_logits: Callable,
+            penalty: Callable[[], float], snapshot: Callable[[], Any], stopper: EarlyStopping) -> None:
+    bs = data.batch_size
+    for epoch in range(epochs):
+        total = 0.0
+        for start in data.starts[rng.permutation(len(data.starts))].tolist():
+            total += step(data.X[start : start + bs], data.y[start : start + bs])
+        record = {"epoch": epoch + 1, "train_loss": total / len(data.y) + penalty()}
+        stop = False
+        if data.has_val:
+            vl = val_logits()
+            val_acc = float((vl.argmax(1) == data.y_val).mean())
+            val_loss = softmax_nll_grad(vl, data.y_val)[0] / len(data.y_val)
+            record.update(val_loss=val_loss, val_accuracy=val_acc)
+            stop = stopper.update(epoch + 1, val_acc, val_loss, snapshot)
+        head.history_.append(record)
+        if stop:
+            break
 
-    logp = torch.log_softmax(logits, dim=1)
-    total = float(-logp.gather(1, yb[:, None]).sum())
-    g = logp.exp_()
-    g[torch.arange(len(yb)), yb] -= 1.0
-    g /= len(yb)
-    return total, g
+
+def softmax_nll_grad(logits: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+    """Summed NLL of a batch and d(mean NLL)/d(logits), computed in
+    ``logits`` (overwritten: it becomes the gradient)."""
+    rows = np.arange(len(yb))
+    logits -= logits.max(axis=1, keepdims=True)
+    picked = logits[rows, yb]
+    np.exp(logits, out=logits)
+    s = logits.sum(axis=1, keepdims=True)
+    total = float(np.log(s).sum(dtype=np.float64) - picked.sum(dtype=np.float64))
+    logits /= s
+    logits[rows, yb] -= 1.0
+    logits /= np.float32(len(yb))
+    return total, logits

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import LinearHead
-from .fitting import num_classes_of, standardize_
+from .fitting import CHUNK_ROWS, feature_stats, num_classes_of
 from .registry import register_head
 
 # Logit offset of a class with no training images: never predicted, still finite.
@@ -40,25 +40,28 @@ class NearestClassMeanHead(LinearHead):
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
             num_classes: int | None = None) -> "NearestClassMeanHead":
-        import torch
-
         y = np.asarray(y, np.int64)
         c = num_classes_of(y, num_classes)
-        Xt = torch.tensor(np.asarray(X, np.float32))  # a copy: standardised in place
-        mean, std = standardize_(Xt)
-        self.mean_, self.scale_ = mean.numpy().copy(), std.numpy().copy()
-        yt = torch.from_numpy(y)
-        counts = torch.bincount(yt, minlength=c)
-        # Class by class, accumulated in float64: no float64 copy of all of X.
-        means = torch.zeros(c, Xt.shape[1], dtype=torch.float64)
-        for k in torch.nonzero(counts).flatten().tolist():
-            means[k] = Xt[yt == k].sum(0, dtype=torch.float64) / counts[k]
-        self.class_means_ = means.float().numpy()
-        self.class_counts_ = counts.numpy()
-        self.coef_ = (2.0 * means).float().numpy()
+        X = np.asarray(X)
+        self.mean_, self.scale_ = feature_stats(X)
+        counts = np.bincount(y, minlength=c)
+        # The class means of the raw features, then standardised: in float64
+        # a block of rows at a time, with no copy of X.
+        sums = np.zeros((c, X.shape[1]), np.float64)
+        for i in range(0, len(y), CHUNK_ROWS):
+            block = X[i : i + CHUNK_ROWS].astype(np.float32, copy=False)
+            onehot = np.zeros((len(block), c), np.float64)
+            onehot[np.arange(len(block)), y[i : i + CHUNK_ROWS]] = 1.0
+            sums += onehot.T @ block.astype(np.float64)
+        present = counts > 0
+        means = np.zeros_like(sums)
+        means[present] = (sums[present] / counts[present, None] - self.mean_) / self.scale_
+        self.class_means_ = means.astype(np.float32)
+        self.class_counts_ = counts
+        self.coef_ = (2.0 * means).astype(np.float32)
         intercept = -(means**2).sum(1)
-        intercept[counts == 0] = ABSENT_CLASS_LOGIT
-        self.intercept_ = intercept.float().numpy()
+        intercept[~present] = ABSENT_CLASS_LOGIT
+        self.intercept_ = intercept.astype(np.float32)
         self.classes_ = np.arange(c)
         self.history_ = [{"epoch": 1}]
         if X_val is not None and len(X_val) > 0:

@@ -37,32 +37,41 @@ class SoftmaxHead(LinearHead):
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
             num_classes: int | None = None) -> "SoftmaxHead":
-        import torch
-
-        gen = torch.Generator().manual_seed(self.seed)
-        data = prepare_training(X, y, X_val, y_val, num_classes, self.batch_size, gen)
+        rng = np.random.default_rng(self.seed)
+        data = prepare_training(X, y, X_val, y_val, num_classes, self.batch_size, rng)
         self.mean_, self.scale_ = data.mean, data.scale
         c, d = data.num_classes, data.num_features
         # Gradients by hand: for a linear softmax they are two matrix products,
         # and skipping autograd/optimizer bookkeeping makes an epoch several
         # times faster on a phone-class CPU.
-        W = torch.randn(c, d, generator=gen) * 0.01
-        b = torch.zeros(c)
+        W = rng.standard_normal((c, d), dtype=np.float32)
+        W *= np.float32(0.01)
+        b = np.zeros(c, np.float32)
+        gW = np.empty_like(W)
         adam = _Adam([W, b], self.learning_rate)
+        l2 = np.float32(self.l2)
 
         def step(xb, yb) -> float:
-            total, g = softmax_nll_grad(torch.addmm(b, xb, W.T), yb)
-            adam.step([torch.addmm(W, g.T, xb, beta=self.l2), g.sum(0)])
+            logits = xb @ W.T
+            logits += b
+            total, g = softmax_nll_grad(logits, yb)
+            np.matmul(g.T, xb, out=gW)
+            np.add(gW, l2 * W, out=gW)  # (an in-place += would make gW local)
+            adam.step([gW, g.sum(axis=0)])
             return total
 
+        def val_logits():
+            logits = data.X_val @ W.T
+            logits += b
+            return logits
+
         W, b = run_epochs(
-            self, data, gen, self.epochs, self.patience, step,
-            val_logits=lambda: torch.addmm(b, data.X_val, W.T),
-            penalty=lambda: 0.5 * self.l2 * float(W.pow(2).sum()),
-            snapshot=lambda: (W.clone(), b.clone()),
+            self, data, rng, self.epochs, self.patience, step, val_logits,
+            penalty=lambda: 0.5 * self.l2 * float(np.square(W).sum(dtype=np.float64)),
+            snapshot=lambda: (W.copy(), b.copy()),
         )
-        self.coef_ = W.numpy().copy()
-        self.intercept_ = b.numpy().copy()
+        self.coef_ = W.copy()
+        self.intercept_ = b.copy()
         self.classes_ = np.arange(c)
         return self
 

@@ -21,16 +21,11 @@ FEWER_FOLDS_ABOVE = 500
 def single_thread():
     """Heads on small problems gain nothing from a second thread, and
     spinning BLAS/OpenMP workers slow them many times when the cores are shared."""
-    import torch
     from threadpoolctl import threadpool_limits
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(old)
+    # The heads are numpy (heads.fitting): its BLAS is the pool that matters.
+    with threadpool_limits(limits=1):
+        yield
 
 
 REPEAT_BELOW_IMAGES = 500  # below this many images the k-fold split is drawn SELECTION_REPEATS times

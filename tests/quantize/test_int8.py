@@ -9,6 +9,7 @@ import os
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from edgetl.quantize import quantize_int8
 from edgetl.runtime import Predictor
@@ -35,3 +36,38 @@ def test_int8_graph_keeps_metadata_softmax_and_answers(shared_run, tmp_path):
     got = ort.InferenceSession(out).run(None, {"input": batch})[0]
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-3)  # probabilities, not 1/255 steps of them
+
+
+def test_calibration_runs_one_image_at_a_time_and_the_split_does_not_matter(shared_run, tmp_path, monkeypatch):
+    """MinMax ranges do not depend on how the images are batched; ORT's
+    calibration memory does (~100 MB per 224-px image of a run), so every
+    batch is fed one image per run."""
+    import onnxruntime.quantization as ortq
+
+    from edgetl.quantize import int8
+
+    fp32 = os.path.join(shared_run.run_dir, "features.onnx")
+    images = sorted(glob.glob(os.path.join(shared_run.data_dir, "*", "*.png")))[:12]
+    batch = Predictor(shared_run.run_dir).preprocess(images)
+    fed = []
+    real = ortq.quantize_static
+
+    def spy(model, out, reader, **kwargs):
+        class Reader:
+            def get_next(self):
+                item = reader.get_next()
+                if item is not None:
+                    fed.append(item["input"].shape[0])
+                return item
+
+        return real(model, out, Reader(), **kwargs)
+
+    monkeypatch.setattr(ortq, "quantize_static", spy)
+    one, many = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
+    int8.quantize_int8(fp32, one, [batch])
+    assert fed == [1] * len(batch)
+    int8.quantize_int8(fp32, many, [batch[:5], batch[5:]])
+    assert fed == [1] * 2 * len(batch)
+    ranges = [{t.name: numpy_helper.to_array(t).tolist() for t in onnx.load(p).graph.initializer
+               if t.name.endswith("_scale") or t.name.endswith("_zero_point")} for p in (one, many)]
+    assert ranges[0] and ranges[0] == ranges[1]

@@ -65,11 +65,15 @@ def test_compute_grows_with_depth_and_input_size(shared_run):
     assert set(graphs) == {32, 224}
     taps = graphs[32].taps
     cands = plan_candidates("efficientnet_lite0", graphs, 3, HEADS, None, Budget(max_macs=50e6), None)
-    assert {(c.image_size, c.tap, c.head) for c in cands} == {(s, t, h) for s in graphs for t in taps for h in HEADS}
+    assert {(c.image_size, c.tap, c.head) for c in cands} == {
+        (s, t, h) for s in graphs for t in taps + ("all",) for h in HEADS}
     soft = {(c.image_size, c.tap): c for c in cands if c.head == "softmax"}
     for size in graphs:
         macs = [soft[(size, t)].macs for t in taps]
         assert macs == sorted(macs)
+        # "all": the whole backbone's work, every tap's width (a wider head).
+        assert soft[(size, "all")].dim == sum(soft[(size, t)].dim for t in taps)
+        assert soft[(size, "all")].macs > soft[(size, "final")].macs
     assert all(soft[(224, t)].macs > soft[(32, t)].macs for t in taps)
     assert all(c.macs > 0 and c.model_mb > 0 and c.latency_ms > 0 for c in cands)
     # The budget verdict: MACs over 50M at 224 px, everything at 32 px fits.

@@ -34,8 +34,8 @@ def test_candidates_cover_taps_and_heads(shared_run):
     cands = m["search"]["candidates"]
     taps = result.searcher.graphs[32].taps
     # By default the softmax head (the one the device keeps training), at every tap, every one scored.
-    assert SEARCH_HEADS == ("softmax",) and len(cands) == len(taps)
-    assert {(c["image_size"], c["tap"], c["head"]) for c in cands} == {(32, t, "softmax") for t in taps}
+    assert SEARCH_HEADS == ("softmax",) and len(cands) == len(taps) + 1
+    assert {(c["image_size"], c["tap"], c["head"]) for c in cands} == {(32, t, "softmax") for t in taps + ("all",)}
     for c in cands:
         assert c["macs"] > 0 and c["model_mb"] > 0 and c["latency_ms"] > 0
         assert 0 <= c["val_accuracy"] <= 1

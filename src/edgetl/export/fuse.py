@@ -36,7 +36,7 @@ def feature_model(backbone_onnx: str, labels: list[str], input_spec: InputSpec, 
                   tap: str = FINAL_TAP) -> onnx.ModelProto:
     """The frozen feature model of a bundle (``features.onnx``): the backbone
     graph the head was trained on, cut after ``tap`` (nothing computed after
-    it is kept), with the single output ``features``."""
+    it is kept; ``"all"``: every tap joined), with the single output ``features``."""
     model = truncate_to_tap(backbone_onnx, tap)
     assert model.graph.input[0].name == INPUT_NAME
     model.graph.name = f"edgetl_{backbone}_features" + ("" if tap == FINAL_TAP else f"_to_{tap}")

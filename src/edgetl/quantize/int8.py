@@ -12,11 +12,17 @@ import onnx
 log = logging.getLogger(__name__)
 
 
-class _Batches:
-    """CalibrationDataReader over float32 NCHW batches."""
+class _Images:
+    """CalibrationDataReader: the calibration batches, one image per run.
+
+    MinMax ranges are the same whatever the split, but the memory is not:
+    ORT's calibration session (the model with a ReduceMin/ReduceMax on every
+    tensor, optimisations off) peaked 100 MB higher per image of a batch
+    (EfficientNet-Lite0 at 224 px, features cut at "final": +155 MB with one
+    image, +1.7 GB with 16; 9.4 s either way for 128 images, measured here)."""
 
     def __init__(self, input_name: str, batches):
-        self._items = iter([{input_name: b} for b in batches])
+        self._items = ({input_name: batch[i : i + 1]} for batch in batches for i in range(len(batch)))
 
     def get_next(self):
         return next(self._items, None)
@@ -54,7 +60,7 @@ def quantize_int8(fp32_path: str, out_path: str, calibration_batches, input_name
         quantize_static(
             model,
             tmp_out,
-            _Batches(input_name, calibration_batches),
+            _Images(input_name, calibration_batches),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,

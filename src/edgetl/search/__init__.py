@@ -46,7 +46,7 @@ from .baseline import NaiveBaseline, naive_baseline
 from .cache import JsonCache
 from .candidates import (SIGNIFICANCE_Z, TIE_TOLERANCE, Candidate, choose, format_table, no_fit_message,
                          plan_candidates, significantly_better)
-from .costs import TapCost, head_cost, tap_costs
+from .costs import TapCost, candidate_taps, head_cost, tap_costs
 from .scoring import (FEWER_FOLDS_ABOVE, KFOLD_BELOW_IMAGES, MAX_FOLDS, NUM_MLP_PAIRS, holdout_and_refit,
                       make_scorer, score_candidates, selection_folds, single_thread)
 from .searcher import Search
@@ -55,7 +55,7 @@ from .summary import search_summary
 
 __all__ = ["FEWER_FOLDS_ABOVE", "HEADS", "KFOLD_BELOW_IMAGES", "MAX_FOLDS", "MIN_SEARCH_SIZE", "NUM_MLP_PAIRS",
            "SEARCH_HEADS", "SIGNIFICANCE_Z", "TIE_TOLERANCE", "Budget", "Candidate", "JsonCache", "NaiveBaseline",
-           "Search", "TapCost", "choose", "format_table", "head_cost", "holdout_and_refit", "make_scorer",
+           "Search", "TapCost", "candidate_taps", "choose", "format_table", "head_cost", "holdout_and_refit", "make_scorer",
            "naive_baseline", "native_side", "no_fit_message", "parse_count", "plan_candidates", "score_candidates",
            "search_sizes", "search_summary", "selection_folds", "significantly_better", "single_thread", "tap_costs",
            "with_native_size"]

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..export.backbone_onnx import FEATURES_NAME, INPUT_NAME
 from ..heads import make_head
+from ..zoo.registry import ALL_TAPS, FINAL_TAP
 from .cache import JsonCache
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,18 @@ def measure_latency_ms(model_path: str, input_shape: tuple[int, ...], runs: int 
     return float(np.median(times) * 1000.0)
 
 
+def candidate_taps(graph) -> tuple[str, ...]:
+    """What a search may use of a taps graph: each tap, earliest first,
+    ``"final"``, then ``"all"`` (every tap's pooled features joined)."""
+    return tuple(graph.taps) + (ALL_TAPS,)
+
+
 def tap_costs(graph, backbone: str, measure_latency: bool = True, cache_dir: str | None = None,
               taps: tuple[str, ...] | None = None) -> dict[str, TapCost]:
     """``{tap: TapCost}`` for every tap of a taps graph
-    (``export_backbone(..., taps=True)``), earliest first; only ``taps`` when given."""
-    wanted = [t for t in graph.taps if taps is None or t in taps]
+    (``export_backbone(..., taps=True)``) and ``"all"``, earliest first; only
+    ``taps`` when given."""
+    wanted = [t for t in candidate_taps(graph) if taps is None or t in taps]
     cache = CostCache(cache_dir)
     cached = {t: cache.get(graph, t, measure_latency) for t in wanted}
     if all(cached.values()):
@@ -116,10 +124,13 @@ def _measure(graph, backbone: str, measure_latency: bool) -> dict[str, TapCost]:
     from ..zoo.profile import profile_taps
 
     spec = graph.input_spec
-    profiles = {p.name: p for p in profile_taps(backbone, spec.image_size, spec.num_channels)}
+    profiles = {p.name: (p.dim, p.macs) for p in profile_taps(backbone, spec.image_size, spec.num_channels)}
+    # "all": the whole backbone's work, every tap's width.
+    profiles[ALL_TAPS] = (sum(profiles[t][0] for t in graph.taps), profiles[FINAL_TAP][1])
+    taps = candidate_taps(graph)
     sizes, latencies = {}, {}
     with tempfile.TemporaryDirectory(prefix="edgetl-latency-") as tmp:
-        for tap in graph.taps:
+        for tap in taps:
             data = truncate_to_tap(graph.onnx_path, tap).SerializeToString()
             sizes[tap] = len(data) / 1e6
             if measure_latency:
@@ -129,11 +140,11 @@ def _measure(graph, backbone: str, measure_latency: bool) -> dict[str, TapCost]:
                 latencies[tap] = measure_latency_ms(path, (1, spec.num_channels, spec.image_size, spec.image_size))
     later = float("inf")
     for tap in reversed(graph.taps):  # a prefix cannot take longer than the whole: the machine's noise
+        # ("all" is left out: it is the whole plus a join)
         if tap in latencies:
             if latencies[tap] > later:
                 log.debug("latency of %s at %d px measured %.2f ms, above a later tap's %.2f ms: noise; using the "
                           "later figure", tap, spec.image_size, latencies[tap], later)
                 latencies[tap] = later
             later = latencies[tap]
-    return {tap: TapCost(tap, profiles[tap].dim, profiles[tap].macs, sizes[tap], latencies.get(tap))
-            for tap in graph.taps}
+    return {tap: TapCost(tap, *profiles[tap], sizes[tap], latencies.get(tap)) for tap in taps}

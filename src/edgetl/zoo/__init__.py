@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .registry import FINAL_TAP, BackboneSpec, get_spec, list_backbones
+from .registry import ALL_TAPS, FINAL_TAP, BackboneSpec, get_spec, list_backbones
 
 
 def resolve_weights(name: str, weights) -> tuple[str | None, str]:
@@ -75,5 +75,5 @@ def imagenet_classes() -> list[str]:
     return names
 
 
-__all__ = ["FINAL_TAP", "BackboneSpec", "create_backbone", "create_tiny", "get_spec", "imagenet_classes",
+__all__ = ["ALL_TAPS", "FINAL_TAP", "BackboneSpec", "create_backbone", "create_tiny", "get_spec", "imagenet_classes",
            "list_backbones", "resolve_weights"]

@@ -13,6 +13,11 @@ from ..errors import UnknownBackboneError
 # features. ``tap_points()`` never lists it (see ``zoo._taps``); exported
 # graphs name its output ``features``.
 FINAL_TAP = "final"
+# Not a layer: the pooled features of every tap and the final ones,
+# concatenated (Head2Toe, Evci et al. 2022, without its feature selection).
+# It costs what the whole backbone costs; the head sees early, generic
+# features beside the late, ImageNet-specific ones.
+ALL_TAPS = "all"
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ often transfers better, and on a phone an earlier tap at a smaller input is
    run's holdout split otherwise; the test set is never seen. The softmax
    head is scored by its closed-form proxy (``heads.ridge``: every fold and
    penalty from one eigendecomposition), other heads by real fits (the
-   hidden-layer head on the best few (size, tap) only). The naive head
-   (final layer, default size) is kept unless a candidate beats it by more
-   than ``SIGNIFICANCE_Z`` standard errors of the paired per-image gain;
-   among those, a candidate within ``TIE_TOLERANCE`` of the best is a tie,
-   and ties go to the cheaper.
+   hidden-layer head on the best few (size, tap) only). The reference
+   (every tap joined, ``"all"``, at the default size; else the naive head)
+   is kept unless a candidate beats it by more than ``SIGNIFICANCE_Z``
+   standard errors of the paired per-image gain, or costs CHEAPER_FACTOR
+   times fewer MACs for a score within ``TIE_TOLERANCE``; among those, a
+   candidate within ``TIE_TOLERANCE`` of the best is a tie, and ties go to
+   the cheaper.
 4. **Baselines, always**: logistic regression on raw pixels, and the naive
    head (softmax on the final layer at the default size), both on the same
    holdout split the chosen model is reported on.
@@ -44,7 +46,7 @@ from ..heads import HEAD_KINDS as HEADS
 SEARCH_HEADS = ("softmax",)
 from .baseline import NaiveBaseline, naive_baseline
 from .cache import JsonCache
-from .candidates import (SIGNIFICANCE_Z, TIE_TOLERANCE, Candidate, choose, format_table, no_fit_message,
+from .candidates import (CHEAPER_FACTOR, SIGNIFICANCE_Z, TIE_TOLERANCE, Candidate, choose, format_table, no_fit_message,
                          plan_candidates, significantly_better)
 from .costs import TapCost, candidate_taps, head_cost, tap_costs
 from .scoring import (FEWER_FOLDS_ABOVE, KFOLD_BELOW_IMAGES, MAX_FOLDS, NUM_MLP_PAIRS, holdout_and_refit,
@@ -53,7 +55,7 @@ from .searcher import Search
 from .sizes import MIN_SEARCH_SIZE, Budget, native_side, parse_count, search_sizes, with_native_size
 from .summary import search_summary
 
-__all__ = ["FEWER_FOLDS_ABOVE", "HEADS", "KFOLD_BELOW_IMAGES", "MAX_FOLDS", "MIN_SEARCH_SIZE", "NUM_MLP_PAIRS",
+__all__ = ["CHEAPER_FACTOR", "FEWER_FOLDS_ABOVE", "HEADS", "KFOLD_BELOW_IMAGES", "MAX_FOLDS", "MIN_SEARCH_SIZE", "NUM_MLP_PAIRS",
            "SEARCH_HEADS", "SIGNIFICANCE_Z", "TIE_TOLERANCE", "Budget", "Candidate", "JsonCache", "NaiveBaseline",
            "Search", "TapCost", "candidate_taps", "choose", "format_table", "head_cost", "holdout_and_refit", "make_scorer",
            "naive_baseline", "native_side", "no_fit_message", "parse_count", "plan_candidates", "score_candidates",

@@ -15,6 +15,9 @@ TIE_TOLERANCE = 0.005  # half a point of accuracy
 # A candidate replaces the reference (the naive head) only when its mean gain
 # over the scored images exceeds this many standard errors of that gain.
 SIGNIFICANCE_Z = 2.0
+# ... or when it needs this many times fewer MACs and scores within the
+# tolerance of the reference, not significantly below it: the device's cost.
+CHEAPER_FACTOR = 10
 
 
 @dataclass
@@ -80,21 +83,27 @@ def choose(candidates: list[Candidate], tolerance: float = TIE_TOLERANCE,
            reference: Candidate | None = None) -> Candidate:
     """The choice among the scored candidates within budget.
 
-    With a ``reference`` (the naive head), only candidates significantly
-    better than it (:func:`significantly_better`) may replace it: with
-    dozens of candidates and a few hundred images the best score is partly
-    luck, and the article's recipe is the default a search must earn a
-    change from. Among those (or among all, without a reference): the best
-    score, and within ``tolerance`` of it the cheapest (MACs, then size,
-    then the simpler head: registered first)."""
+    With a ``reference`` (``Search.reference``), another candidate replaces
+    it only when significantly better (:func:`significantly_better`), or when
+    it needs CHEAPER_FACTOR times fewer MACs and scores within ``tolerance``
+    of it, not significantly below: with dozens of candidates and a few
+    hundred images the best score is partly luck, and a small gain in the
+    score is not worth giving up the reference's features, while an order
+    of magnitude of device work is. Among those (or among all, without a
+    reference): the best score, and within ``tolerance`` of it the cheapest
+    (MACs, then size, then the simpler head: registered first)."""
     scored = [c for c in candidates if c.val_accuracy is not None and c.fits_budget]
     if not scored:
         raise ValueError("no scored candidate")
     if reference is not None and reference in scored:
-        better = [c for c in scored if c is not reference and significantly_better(c, reference, tolerance=tolerance)]
-        if not better:
+        others = [c for c in scored if c is not reference]
+        better = [c for c in others if significantly_better(c, reference, tolerance=tolerance)]
+        cheaper = [c for c in others if c.macs * CHEAPER_FACTOR <= reference.macs
+                   and c.val_accuracy >= reference.val_accuracy - tolerance
+                   and not significantly_better(reference, c, tolerance=0.0)]
+        scored = better or cheaper
+        if not scored:
             return reference
-        scored = better
     best = max(c.val_accuracy for c in scored)
     ties = [c for c in scored if c.val_accuracy >= best - tolerance - 1e-12]
     order = head_kinds()

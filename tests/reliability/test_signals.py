@@ -40,14 +40,16 @@ sys.exit(main(sys.argv[1:]))
 
 # `edgetl ARGS` whose ONNX export into the cache writes half a file and waits there.
 _IN_EXPORT = """
-import sys, time
+import os, sys, time
 import torch.onnx
 from edgetl.cli import main
+
+to_parent = os.fdopen(os.dup(1), "w")  # the exporter's stdout (file descriptor 1) goes to /dev/null
 
 def export(model, args, f, **kwargs):
     with open(f, "wb") as fh:
         fh.write(b"half a graph")
-    print("exporting", f, file=sys.__stdout__, flush=True)  # the exporter's stdout goes to /dev/null
+    print("exporting", f, file=to_parent, flush=True)
     time.sleep(600)
 
 torch.onnx.export = export
@@ -143,7 +145,7 @@ def test_sigterm_during_an_export_into_the_cache(tmp_path, data):
                                             "32", "--search", "off", env=env)
     assert line.startswith("exporting ") and ".onnx.tmp-" in line
     assert_interrupted(err, code)
-    assert os.listdir(models) == [running.name]
+    assert sorted(os.listdir(models)) == sorted([running.name, "taps.json"])  # taps.json: recorded before the export
     assert os.listdir(weights) == [] and sorted(os.listdir(cache)) == sorted(["models", users.name])
     assert sorted(os.listdir(tmp_path)) == ["cache", "shapes", "weights"]
 

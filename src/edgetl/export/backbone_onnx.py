@@ -114,14 +114,39 @@ def exportable(model, taps: bool = False):
     return Wrapper(model).eval(), [FEATURES_NAME, LOGITS_NAME] if model.num_classes else [FEATURES_NAME]
 
 
-def _declared_taps(spec) -> tuple[str, ...]:
-    """The taps of ``spec``'s model, read from one built on the meta device."""
+TAPS_FILE = "taps.json"  # in the models folder: {backbone: its tap names}, recorded at the first build
+
+
+def _declared_taps(spec, folder: str) -> tuple[str, ...]:
+    """The taps of ``spec``'s model: recorded in ``folder``/taps.json by an
+    earlier run (no torch import: a run whose graphs are cached needs torch
+    for nothing), else read from a model built on the meta device, and
+    recorded. A wrong record can only miss the cache (the names are part of
+    the graph's key) or fail the check of the cached graph's outputs."""
+    import json
+
+    from .._files import write_json
+
+    record = os.path.join(folder, TAPS_FILE)
+    try:
+        with open(record, encoding="utf-8") as fh:
+            known = json.load(fh)
+        names = known.get(f"{spec.name}/v{EXPORT_VERSION}")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return tuple(names)
+    except (OSError, ValueError, AttributeError):
+        known = {}
     import torch
 
     from ..zoo._taps import tap_names
 
     with torch.device("meta"):
-        return tap_names(spec.builder(num_classes=0))
+        names = tap_names(spec.builder(num_classes=0))
+    try:
+        write_json(record, {**(known if isinstance(known, dict) else {}), f"{spec.name}/v{EXPORT_VERSION}": list(names)})
+    except OSError as exc:  # a read-only cache: build again next time
+        log.debug("cannot record the taps of %s: %s", spec.name, exc)
+    return names
 
 
 def export_backbone(
@@ -139,9 +164,9 @@ def export_backbone(
     spec = get_spec(backbone)
     input_spec = input_spec or spec.input_spec
     _, weights_id = resolve_weights(backbone, weights)
-    tap_names = _declared_taps(spec) if taps else ()
-    probe = BackboneGraph(backbone, weights_id, input_spec, "", False, tap_names)
     folder = open_cache_folder(cache_path(cache_dir, "models"))  # dead exports' .NAME.tmp-PID swept
+    tap_names = _declared_taps(spec, folder) if taps else ()
+    probe = BackboneGraph(backbone, weights_id, input_spec, "", False, tap_names)
     path = os.path.join(folder, f"{backbone}-{probe.key}.onnx")
     if os.path.isfile(path):
         outputs, damage = _cached_outputs(path, tap_names)

@@ -47,7 +47,10 @@ def quantize_int8(fp32_path: str, out_path: str, calibration_batches, input_name
         prepared = os.path.join(work, "prepared.onnx")
         # Shape inference + graph optimisation first, as ORT's docs advise:
         # BatchNorm folded into Conv gets one scale per channel, not two.
-        quant_pre_process(fp32_path, prepared, skip_symbolic_shape=False)
+        # ONNX's shape inference is enough (only the batch is dynamic); the
+        # symbolic one imports sympy and, through onnxruntime.tools, torch
+        # (~1.5 s, ~220 MB), for the same agreement on the runs measured.
+        quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
         model = onnx.load(prepared)
         # The first layers see raw pixels (a zero point mid-range, values up
         # to 255): the worst case for int8 saturation, and cheap in float.

@@ -8,16 +8,19 @@ linear, so folding its RGB weights gives the same output from one channel:
 term does not depend on the image: it is computed once per input size (a
 constant map that zero padding makes differ at the borders) and added, so the
 first layer does a third of the work. For backbones normalised the same on
-every channel (EfficientNet-Lite) ``b_c = 0`` and the map vanishes."""
+every channel (EfficientNet-Lite) ``b_c = 0`` and the map vanishes.
+
+The torch module, ``GrayStem``, is in ``_grayscale_stem`` (imported by
+``fold_to_grayscale``): ``gray_input_spec`` imports no torch."""
 
 from __future__ import annotations
 
-import copy
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..data.input_spec import InputSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def gray_input_spec(rgb: InputSpec) -> InputSpec:
@@ -27,42 +30,15 @@ def gray_input_spec(rgb: InputSpec) -> InputSpec:
     return rgb.replace(channels="L", mean=(mean,), std=(std,))
 
 
-class GrayStem(nn.Module):
-    def __init__(self, conv: nn.Conv2d, scale: torch.Tensor, offset: torch.Tensor):
-        super().__init__()
-        with torch.no_grad():
-            self.conv = copy.deepcopy(conv)
-            self.conv.in_channels = 1
-            self.conv.weight = nn.Parameter((conv.weight * scale[None, :, None, None]).sum(1, keepdim=True))
-            self.offset = None
-            if bool((offset != 0).any()):
-                self.offset = copy.deepcopy(conv)
-                self.offset.in_channels = 1
-                self.offset.bias = None
-                self.offset.weight = nn.Parameter(
-                    (conv.weight * offset[None, :, None, None]).sum(1, keepdim=True), requires_grad=False
-                )
-        self._maps: dict[tuple[int, int], torch.Tensor] = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        if self.offset is None:
-            return y
-        key = (int(x.shape[-2]), int(x.shape[-1]))
-        offset_map = self._maps.get(key)
-        if offset_map is None:
-            with torch.no_grad():
-                ones = torch.ones(1, 1, *key, dtype=x.dtype, device=x.device)
-                # .forward, not __call__: a constant, not part of the per-image work
-                offset_map = self.offset.forward(ones)
-            self._maps[key] = offset_map
-        return y + offset_map
-
-
 def fold_to_grayscale(model: nn.Module, stem_conv: str, rgb: InputSpec, gray: InputSpec) -> nn.Module:
     """Replace ``model``'s first convolution (module path ``stem_conv``) in
     place so the model takes ``gray``-normalised one-channel input and
     computes exactly what it computes on the grey image repeated as RGB."""
+    import torch
+    from torch import nn
+
+    from ._grayscale_stem import GrayStem
+
     conv = model.get_submodule(stem_conv)
     if not isinstance(conv, nn.Conv2d) or conv.in_channels != 3 or conv.groups != 1:
         raise ValueError(f"{stem_conv} is not a 3-channel convolution; cannot fold it to one channel")
@@ -74,3 +50,12 @@ def fold_to_grayscale(model: nn.Module, stem_conv: str, rgb: InputSpec, gray: In
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, GrayStem(conv, scale, offset))
     return model
+
+
+def __getattr__(name: str):
+    """``GrayStem`` lives in ``_grayscale_stem`` (torch); importing it from here still works (PEP 562)."""
+    if name == "GrayStem":
+        from ._grayscale_stem import GrayStem
+
+        return GrayStem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

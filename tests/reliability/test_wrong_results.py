@@ -229,9 +229,27 @@ def test_truncated_cached_graph_is_rebuilt(cached_graph, tmp_path, caplog):
     np.testing.assert_allclose(rebuilt, original, atol=1e-4)
     from edgetl.export.backbone_onnx import DIGEST_SUFFIX, _cached_outputs
 
-    assert sorted(os.listdir(os.path.dirname(path))) == sorted([os.path.basename(path),
+    assert sorted(os.listdir(os.path.dirname(path))) == sorted([os.path.basename(path), "taps.json",
                                                                 os.path.basename(path) + DIGEST_SUFFIX])
     assert _cached_outputs(path, graph.taps)[1] is None  # the new digest is the new file's
+
+
+def test_a_wrong_record_of_the_taps_only_costs_a_check(cached_graph, tmp_path):
+    """taps.json (the tap names recorded so that a cached run needs no torch)
+    edited or stale: the graph is found under the real names, and the record
+    is corrected."""
+    import json
+
+    from edgetl.export.backbone_onnx import EXPORT_VERSION, export_backbone
+
+    folder = os.path.dirname(cached_graph.onnx_path)
+    record = os.path.join(folder, "taps.json")
+    with open(record, "w") as fh:
+        json.dump({f"efficientnet_lite0/v{EXPORT_VERSION}": ["block1", "nonsense"]}, fh)
+    graph = export_backbone("efficientnet_lite0", input_spec=cached_graph.input_spec,
+                            cache_dir=os.path.dirname(folder), taps=True)
+    assert graph.onnx_path == cached_graph.onnx_path and graph.taps == cached_graph.taps
+    assert json.load(open(record))[f"efficientnet_lite0/v{EXPORT_VERSION}"] == list(cached_graph.taps)
 
 
 @pytest.mark.slow

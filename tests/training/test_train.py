@@ -189,3 +189,16 @@ def test_public_api_names_are_functions():
     assert callable(edgetl.train) and edgetl.train.__module__ == "edgetl.training"
     assert callable(edgetl.evaluate) and edgetl.evaluate.__module__ == "edgetl.evaluation"
     assert callable(edgetl.create_backbone) and callable(edgetl.classify_imagenet)
+
+
+def test_a_run_whose_graphs_are_cached_never_imports_torch(shared_run, tmp_path):
+    """The backbone runs in ONNX Runtime, the heads in numpy, the zoo's specs
+    are data and quantization needs no symbolic shapes: once the graphs are
+    exported (the shared run did it), training imports no torch (~1 s and
+    ~220 MB per process)."""
+    from clitools import run_torch_free
+
+    out = run_torch_free("train", shared_run.data_dir, "--out", str(tmp_path / "again"), "--image-size", "32")
+    assert "wrote " in out
+    m = json.load(open(tmp_path / "again" / "metrics.json"))
+    assert m["features"]["extracted"] == 0 and m["chosen"] == shared_run.metrics["chosen"]

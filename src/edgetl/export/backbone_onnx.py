@@ -117,12 +117,13 @@ def exportable(model, taps: bool = False):
 TAPS_FILE = "taps.json"  # in the models folder: {backbone: its tap names}, recorded at the first build
 
 
-def _declared_taps(spec, folder: str) -> tuple[str, ...]:
+def _declared_taps(spec, folder: str, recorded: bool = True) -> tuple[str, ...]:
     """The taps of ``spec``'s model: recorded in ``folder``/taps.json by an
-    earlier run (no torch import: a run whose graphs are cached needs torch
-    for nothing), else read from a model built on the meta device, and
-    recorded. A wrong record can only miss the cache (the names are part of
-    the graph's key) or fail the check of the cached graph's outputs."""
+    earlier run (with ``recorded``; no torch import: a run whose graphs are
+    cached needs torch for nothing), else read from a model built on the
+    meta device, and recorded. A wrong record can only miss the cache (the
+    names are part of the graph's key), and a miss checks it
+    (``export_backbone``)."""
     import json
 
     from .._files import write_json
@@ -132,7 +133,7 @@ def _declared_taps(spec, folder: str) -> tuple[str, ...]:
         with open(record, encoding="utf-8") as fh:
             known = json.load(fh)
         names = known.get(f"{spec.name}/v{EXPORT_VERSION}")
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        if recorded and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
             return tuple(names)
     except (OSError, ValueError, AttributeError):
         known = {}
@@ -147,6 +148,23 @@ def _declared_taps(spec, folder: str) -> tuple[str, ...]:
     except OSError as exc:  # a read-only cache: build again next time
         log.debug("cannot record the taps of %s: %s", spec.name, exc)
     return names
+
+
+def _from_cache(backbone: str, weights_id: str, input_spec: InputSpec, folder: str,
+                tap_names: tuple[str, ...]) -> tuple[str, BackboneGraph | None]:
+    """(the graph's path in ``folder``, the cached graph there if it is
+    whole, else None; a damaged one is removed)."""
+    probe = BackboneGraph(backbone, weights_id, input_spec, "", False, tap_names)
+    path = os.path.join(folder, f"{backbone}-{probe.key}.onnx")
+    if os.path.isfile(path):
+        outputs, damage = _cached_outputs(path, tap_names)
+        if outputs is not None:
+            return path, BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
+        log.warning("the cached ONNX graph %s is damaged (%s); removed, exporting it again", path, damage)
+        for stale in (path, path + DIGEST_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+    return path, None
 
 
 def export_backbone(
@@ -166,16 +184,16 @@ def export_backbone(
     _, weights_id = resolve_weights(backbone, weights)
     folder = open_cache_folder(cache_path(cache_dir, "models"))  # dead exports' .NAME.tmp-PID swept
     tap_names = _declared_taps(spec, folder) if taps else ()
-    probe = BackboneGraph(backbone, weights_id, input_spec, "", False, tap_names)
-    path = os.path.join(folder, f"{backbone}-{probe.key}.onnx")
-    if os.path.isfile(path):
-        outputs, damage = _cached_outputs(path, tap_names)
-        if outputs is not None:
-            return BackboneGraph(backbone, weights_id, input_spec, path, LOGITS_NAME in outputs, tap_names)
-        log.warning("the cached ONNX graph %s is damaged (%s); removed, exporting it again", path, damage)
-        for stale in (path, path + DIGEST_SUFFIX):
-            with contextlib.suppress(OSError):
-                os.unlink(stale)
+    path, cached = _from_cache(backbone, weights_id, input_spec, folder, tap_names)
+    if cached is not None:
+        return cached
+    if taps:  # about to export: the recorded names are checked against a model built now
+        built = _declared_taps(spec, folder, recorded=False)
+        if built != tap_names:
+            tap_names = built
+            path, cached = _from_cache(backbone, weights_id, input_spec, folder, tap_names)
+            if cached is not None:
+                return cached
 
     model = create_backbone(backbone, weights=weights)
     if input_spec.channels == "L":

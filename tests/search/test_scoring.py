@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgetl.heads import MLPHead, NearestClassMeanHead, SoftmaxHead
-from edgetl.search import (NUM_MLP_PAIRS, Candidate, choose, holdout_and_refit, make_scorer, score_candidates,
+from edgetl.search import (NUM_MLP_PAIRS, Candidate, choose, not_worse, holdout_and_refit, make_scorer, score_candidates,
                            significantly_better, single_thread)
 
 
@@ -78,16 +78,21 @@ def test_the_reference_is_kept_unless_significantly_beaten_or_far_cheaper():
     # Among the significantly better, ties go to the cheaper.
     tie = _scored("block10", 112, clear, 80)
     assert choose([reference, tie, better], reference=reference) is better
-    # Ten times cheaper and within the tolerance (two images fewer right): the device's cost wins.
-    slightly_worse = base.copy()
-    slightly_worse[np.flatnonzero(base == 1)[:2]] = 0
-    far_cheaper = _scored("block4", 32, slightly_worse, 30)
+    # Ten times cheaper and confidently within a point (one image more wrong, one more right): the device's cost wins.
+    same = base.copy()
+    same[np.flatnonzero(base == 1)[0]], same[np.flatnonzero(base == 0)[0]] = 0, 1
+    far_cheaper = _scored("block4", 32, same, 30)
+    assert not_worse(far_cheaper, reference)
     assert choose([reference, lucky_candidate, far_cheaper], reference=reference) is far_cheaper
-    # ... but not when it is clearly worse, or only 5x cheaper.
+    # ... but not when it is clearly worse, or only 5x cheaper, or the evidence is thin (40 images).
     worse = base.copy()
     worse[np.flatnonzero(base == 1)[:30]] = 0
     assert choose([reference, _scored("block2", 32, worse, 10)], reference=reference) is reference
-    assert choose([reference, _scored("block4", 56, slightly_worse, 60)], reference=reference) is reference
+    assert choose([reference, _scored("block4", 56, same, 60)], reference=reference) is reference
+    few_ref, few = _scored("all", 224, base[:40], 300), _scored("block4", 32, same[:40], 30)
+    few.correct[np.flatnonzero(base[:40] == 1)[:1]] = 0  # one more wrong of 40
+    few.val_accuracy = float(few.correct.mean())
+    assert not not_worse(few, few_ref) and choose([few_ref, few], reference=few_ref) is few_ref
     # Without a reference (e.g. over the budget): the best, ties to the cheaper.
     assert choose([lucky_candidate, tie]) is tie
     reference.fits_budget = False

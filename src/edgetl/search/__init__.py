@@ -24,7 +24,7 @@ often transfers better, and on a phone an earlier tap at a smaller input is
    (every tap joined, ``"all"``, at the default size; else the naive head)
    is kept unless a candidate beats it by more than ``SIGNIFICANCE_Z``
    standard errors of the paired per-image gain, or costs CHEAPER_FACTOR
-   times fewer MACs for a score within ``TIE_TOLERANCE``; among those, a
+   times fewer MACs and is confidently at most EQUIVALENCE_MARGIN below it; among those, a
    candidate within ``TIE_TOLERANCE`` of the best is a tie, and ties go to
    the cheaper.
 4. **Baselines, always**: logistic regression on raw pixels, and the naive
@@ -46,8 +46,8 @@ from ..heads import HEAD_KINDS as HEADS
 SEARCH_HEADS = ("softmax",)
 from .baseline import NaiveBaseline, naive_baseline
 from .cache import JsonCache
-from .candidates import (CHEAPER_FACTOR, SIGNIFICANCE_Z, TIE_TOLERANCE, Candidate, choose, format_table, no_fit_message,
-                         plan_candidates, significantly_better)
+from .candidates import (CHEAPER_FACTOR, EQUIVALENCE_MARGIN, SIGNIFICANCE_Z, TIE_TOLERANCE, Candidate, choose,
+                         format_table, no_fit_message, not_worse, plan_candidates, significantly_better)
 from .costs import TapCost, candidate_taps, head_cost, tap_costs
 from .scoring import (FEWER_FOLDS_ABOVE, KFOLD_BELOW_IMAGES, MAX_FOLDS, NUM_MLP_PAIRS, holdout_and_refit,
                       make_scorer, score_candidates, selection_folds, single_thread)
@@ -55,9 +55,9 @@ from .searcher import Search
 from .sizes import MIN_SEARCH_SIZE, Budget, native_side, parse_count, search_sizes, with_native_size
 from .summary import search_summary
 
-__all__ = ["CHEAPER_FACTOR", "FEWER_FOLDS_ABOVE", "HEADS", "KFOLD_BELOW_IMAGES", "MAX_FOLDS", "MIN_SEARCH_SIZE", "NUM_MLP_PAIRS",
+__all__ = ["CHEAPER_FACTOR", "EQUIVALENCE_MARGIN", "FEWER_FOLDS_ABOVE", "HEADS", "KFOLD_BELOW_IMAGES", "MAX_FOLDS", "MIN_SEARCH_SIZE", "NUM_MLP_PAIRS",
            "SEARCH_HEADS", "SIGNIFICANCE_Z", "TIE_TOLERANCE", "Budget", "Candidate", "JsonCache", "NaiveBaseline",
            "Search", "TapCost", "candidate_taps", "choose", "format_table", "head_cost", "holdout_and_refit", "make_scorer",
-           "naive_baseline", "native_side", "no_fit_message", "parse_count", "plan_candidates", "score_candidates",
+           "naive_baseline", "native_side", "no_fit_message", "not_worse", "parse_count", "plan_candidates", "score_candidates",
            "search_sizes", "search_summary", "selection_folds", "significantly_better", "single_thread", "tap_costs",
            "with_native_size"]

@@ -15,9 +15,10 @@ TIE_TOLERANCE = 0.005  # half a point of accuracy
 # A candidate replaces the reference (the naive head) only when its mean gain
 # over the scored images exceeds this many standard errors of that gain.
 SIGNIFICANCE_Z = 2.0
-# ... or when it needs this many times fewer MACs and scores within the
-# tolerance of the reference, not significantly below it: the device's cost.
+# ... or when it needs this many times fewer MACs and is, with the same
+# confidence, at most EQUIVALENCE_MARGIN below it: the device's cost.
 CHEAPER_FACTOR = 10
+EQUIVALENCE_MARGIN = 0.01
 
 
 @dataclass
@@ -79,14 +80,26 @@ def significantly_better(c: Candidate, reference: Candidate, z: float = SIGNIFIC
     return gain > tolerance and gain > z * se
 
 
+def not_worse(c: Candidate, reference: Candidate, margin: float = EQUIVALENCE_MARGIN,
+              z: float = SIGNIFICANCE_Z) -> bool:
+    """Whether ``c`` is confidently at most ``margin`` below ``reference``:
+    its paired per-image gain exceeds ``-margin`` by ``z`` standard errors
+    (an equivalence test; with few images nothing passes it)."""
+    if c.correct is None or reference.correct is None or len(c.correct) != len(reference.correct) \
+            or len(c.correct) < 2:
+        return False
+    diff = np.asarray(c.correct, np.float64) - np.asarray(reference.correct, np.float64)
+    return float(diff.mean()) > -margin + z * float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def choose(candidates: list[Candidate], tolerance: float = TIE_TOLERANCE,
            reference: Candidate | None = None) -> Candidate:
     """The choice among the scored candidates within budget.
 
     With a ``reference`` (``Search.reference``), another candidate replaces
     it only when significantly better (:func:`significantly_better`), or when
-    it needs CHEAPER_FACTOR times fewer MACs and scores within ``tolerance``
-    of it, not significantly below: with dozens of candidates and a few
+    it needs CHEAPER_FACTOR times fewer MACs and is confidently at most a
+    point worse (:func:`not_worse`): with dozens of candidates and a few
     hundred images the best score is partly luck, and a small gain in the
     score is not worth giving up the reference's features, while an order
     of magnitude of device work is. Among those (or among all, without a
@@ -98,9 +111,7 @@ def choose(candidates: list[Candidate], tolerance: float = TIE_TOLERANCE,
     if reference is not None and reference in scored:
         others = [c for c in scored if c is not reference]
         better = [c for c in others if significantly_better(c, reference, tolerance=tolerance)]
-        cheaper = [c for c in others if c.macs * CHEAPER_FACTOR <= reference.macs
-                   and c.val_accuracy >= reference.val_accuracy - tolerance
-                   and not significantly_better(reference, c, tolerance=0.0)]
+        cheaper = [c for c in others if c.macs * CHEAPER_FACTOR <= reference.macs and not_worse(c, reference)]
         scored = better or cheaper
         if not scored:
             return reference

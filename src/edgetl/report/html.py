@@ -101,7 +101,8 @@ def plot_history(history: list[dict]):
     a1.set_ylabel("loss")
     if any(h.get("train_loss", 0) > 0 for h in history):
         a1.set_yscale("log")
-    a1.legend()
+    if a1.get_legend_handles_labels()[0]:  # a head without epochs (nearest class mean) has no loss
+        a1.legend()
     a1.set_title("head training: loss")
     for key in ("train_accuracy", "val_accuracy"):
         if all(key in h for h in history):

@@ -27,7 +27,7 @@ often transfers better, and on a phone an earlier tap at a smaller input is
    times fewer MACs and is confidently at most EQUIVALENCE_MARGIN below it; among those, a
    candidate within ``TIE_TOLERANCE`` of the best is a tie, and ties go to
    the cheaper.
-4. **Baselines, always**: logistic regression on raw pixels, and the naive
+4. **Baselines, always**: a linear classifier (closed-form ridge) on raw pixels, and the naive
    head (softmax on the final layer at the default size), both on the same
    holdout split the chosen model is reported on.
 

@@ -117,13 +117,13 @@ def exportable(model, taps: bool = False):
 TAPS_FILE = "taps.json"  # in the models folder: {backbone: its tap names}, recorded at the first build
 
 
-def _declared_taps(spec, folder: str, recorded: bool = True) -> tuple[str, ...]:
+def _declared_taps(spec, folder: str, recorded: bool = True) -> tuple[tuple[str, ...], bool]:
     """The taps of ``spec``'s model: recorded in ``folder``/taps.json by an
     earlier run (with ``recorded``; no torch import: a run whose graphs are
     cached needs torch for nothing), else read from a model built on the
-    meta device, and recorded. A wrong record can only miss the cache (the
-    names are part of the graph's key), and a miss checks it
-    (``export_backbone``)."""
+    meta device, and recorded; and whether they came from the record. A
+    wrong record can only miss the cache (the names are part of the graph's
+    key), and a miss checks it (``export_backbone``)."""
     import json
 
     from .._files import write_json
@@ -134,7 +134,7 @@ def _declared_taps(spec, folder: str, recorded: bool = True) -> tuple[str, ...]:
             known = json.load(fh)
         names = known.get(f"{spec.name}/v{EXPORT_VERSION}")
         if recorded and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            return tuple(names)
+            return tuple(names), True
     except (OSError, ValueError, AttributeError):
         known = {}
     import torch
@@ -147,7 +147,7 @@ def _declared_taps(spec, folder: str, recorded: bool = True) -> tuple[str, ...]:
         write_json(record, {**(known if isinstance(known, dict) else {}), f"{spec.name}/v{EXPORT_VERSION}": list(names)})
     except OSError as exc:  # a read-only cache: build again next time
         log.debug("cannot record the taps of %s: %s", spec.name, exc)
-    return names
+    return names, False
 
 
 def _from_cache(backbone: str, weights_id: str, input_spec: InputSpec, folder: str,
@@ -183,12 +183,12 @@ def export_backbone(
     input_spec = input_spec or spec.input_spec
     _, weights_id = resolve_weights(backbone, weights)
     folder = open_cache_folder(cache_path(cache_dir, "models"))  # dead exports' .NAME.tmp-PID swept
-    tap_names = _declared_taps(spec, folder) if taps else ()
+    tap_names, from_record = _declared_taps(spec, folder) if taps else ((), False)
     path, cached = _from_cache(backbone, weights_id, input_spec, folder, tap_names)
     if cached is not None:
         return cached
-    if taps:  # about to export: the recorded names are checked against a model built now
-        built = _declared_taps(spec, folder, recorded=False)
+    if from_record:  # about to export: the recorded names are checked against a model built now
+        built, _ = _declared_taps(spec, folder, recorded=False)
         if built != tap_names:
             tap_names = built
             path, cached = _from_cache(backbone, weights_id, input_spec, folder, tap_names)

@@ -26,14 +26,14 @@ import numpy as np
 ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def standardize(X: np.ndarray, floor: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(standardised float32 copy of ``X``, mean, std); std floored at
-    ``floor`` x its median, as the heads do (``heads.fitting.standardize_``)."""
-    X = np.asarray(X, np.float32)
-    mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-    std = X.std(axis=0, dtype=np.float64).astype(np.float32)
-    std = np.maximum(std, max(floor * float(np.median(std)), 1e-12)).astype(np.float32)
-    return (X - mean) / std, mean, std
+def standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(standardised float32 copy of ``X``, mean, std): the heads'
+    standardisation (``heads.fitting.standardize_``, std floored) on a copy."""
+    from .fitting import standardize_
+
+    Xs = np.array(X, np.float32)
+    mean, std = standardize_(Xs)
+    return Xs, mean, std
 
 
 def _one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:

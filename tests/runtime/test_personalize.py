@@ -121,7 +121,7 @@ def test_train_step_matches_numpy(shared):
     ops = {n.op_type for n in onnx.load(os.path.join(run, "train_step.onnx")).graph.node}
     assert ops <= {"Sub", "Div", "Gemm", "LogSoftmax", "Exp", "Shape", "OneHot", "Cast", "Squeeze", "Mul",
                    "ReduceSum", "Neg", "Add"}
-    X, y = head["exemplar_features"][::7], head["exemplar_labels"][::7]
+    X, y = head["exemplar_features"][::7].astype(np.float32), head["exemplar_labels"][::7]
     rng = np.random.default_rng(1)
     for W, b, labels in (
         (head["weight"], head["bias"], y),

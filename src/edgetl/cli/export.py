@@ -4,14 +4,26 @@ bundle; the choices come from the format registry) and ``edgetl report``."""
 from __future__ import annotations
 
 import json
+import os
 
 
 def cmd_export(args) -> int:
     from ..export import export_model
 
-    record = export_model(args.run_dir, args.format, int8=args.int8, images=args.images)
+    from ..errors import DataError
+
+    if args.fp32 and args.format != "web":
+        raise DataError("--fp32 applies to --format web only (the other formats write fp32, and int8 with --int8)")
+    options = {"fp32": True} if args.fp32 else {}
+    record = export_model(args.run_dir, args.format, int8=args.int8, images=args.images, **options)
     if args.json:
         print(json.dumps(record, indent=2))
+        return 0
+    if args.format == "web":
+        folder = os.path.join(args.run_dir, record["folder"])
+        print(f"web: wrote {folder} ({record['precision']}: {record['page_mb']:.1f} MB to download, plus "
+              f"{record['wasm_mb']:.1f} MB of onnxruntime-web wasm); works offline after the first visit")
+        print(f"serve it: {record['serve']}  then open http://127.0.0.1:8000/")
         return 0
     files = [record.get("file"), record.get("file_int8")]
     print(f"{args.format}: wrote {', '.join(f for f in files if f)} in {args.run_dir}")
@@ -41,10 +53,11 @@ def register(sub, common, verbose_flag) -> None:
     from ..export import FORMATS
 
     p = sub.add_parser("export", parents=[common],
-                       help="convert a bundle to TFLite or Core ML (written beside it), checked on this machine")
+                       help="convert a bundle to TFLite, Core ML, ORT or a web app (written beside it), checked on this machine")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--int8", action="store_true", help="also export the int8 model")
+    p.add_argument("--fp32", action="store_true", help="web: ship the fp32 feature model (default: int8, 3-4x smaller)")
     p.add_argument("--images", nargs="+", metavar="PATH",
                    help="images or folders to check the TFLite export on (default: the run's validation images)")
     p.add_argument("--json", action="store_true", help="print the record added to metrics.json 'exports'")

@@ -35,10 +35,11 @@ def register_format(name: str) -> Callable[[ExportFn], ExportFn]:
     return register
 
 
-def export_model(run_dir: str, format: str, int8: bool = False, images=None) -> dict:
-    """Export a run folder to ``format`` (onnx, tflite, coreml, ...) beside the
-    bundle; returns the record also written to metrics.json's ``exports``."""
+def export_model(run_dir: str, format: str, int8: bool = False, images=None, **options) -> dict:
+    """Export a run folder to ``format`` (onnx, tflite, coreml, web, ...) beside
+    the bundle; returns the record also written to metrics.json's ``exports``.
+    ``options``: a format's own keywords (``fp32`` for web)."""
     run_dir = os.fspath(run_dir)
     if format not in FORMATS:
         raise DataError(f"Unknown export format '{format}': use one of {', '.join(FORMATS)}")
-    return FORMATS[format](run_dir, int8=int8, images=images)
+    return FORMATS[format](run_dir, int8=int8, images=images, **options)

@@ -38,6 +38,7 @@ from ..data.folder import control_characters, visible
 from ..errors import BundleError, DataError, StorageError, storage_error
 from .bundle import check_finite, read_device_files
 from .lock import folder_lock
+from .rng import Mulberry32, balanced_order
 from .predictor import Prediction, check_probabilities, run_images, top_predictions
 from .session import make_session
 
@@ -356,7 +357,8 @@ class Personalizer:
 
         Each epoch visits every class equally often (smaller classes are
         drawn with replacement up to the largest one's count), so five photos of a new class are
-        not drowned by the old classes' exemplars. Returns the per-epoch
+        not drowned by the old classes' exemplars; the order comes from
+        ``rng.balanced_order`` (the web runtime draws the same one). Returns the per-epoch
         mean loss (also kept in ``history``)."""
         if epochs < 1:
             raise DataError(f"--epochs must be at least 1, got {epochs}")
@@ -364,15 +366,10 @@ class Personalizer:
             raise DataError("training needs examples of at least two classes; add more with 'edgetl device add'")
         lr = np.array(learning_rate if learning_rate is not None else self.default_learning_rate(), np.float32)
         l2_arr = np.array(self.l2 if l2 is None else l2, np.float32)
-        rng = np.random.default_rng(seed)
-        classes = np.unique(self.stored_labels)
-        members = [np.flatnonzero(self.stored_labels == c) for c in classes]
-        per_class = max(len(m) for m in members)
+        rng = Mulberry32(seed)
         weight, bias, history = self.weight, self.bias, []
         for _ in range(epochs):
-            order = np.concatenate([rng.permutation(m) if len(m) == per_class
-                                    else rng.choice(m, per_class, replace=True) for m in members])
-            order = order[rng.permutation(len(order))]
+            order = balanced_order(self.stored_labels, rng)
             losses = []
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
@@ -398,7 +395,8 @@ class Personalizer:
         the step a softmax head's loss (curvature at most that eigenvalue)
         takes without diverging, whatever the feature dimension."""
         z = self._standardise(self.stored_features)
-        v = np.random.default_rng(0).normal(size=z.shape[1]).astype(np.float32)
+        start = Mulberry32(0)  # the web runtime starts from the same vector
+        v = np.array([start.uniform() - 0.5 for _ in range(z.shape[1])], np.float32)
         for _ in range(30):  # power iteration on z.T z / n
             v = z.T @ (z @ v) / len(z)
             top = float(np.linalg.norm(v))

@@ -89,6 +89,16 @@ def exemplar_rows(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
+def exemplar_storage(features: np.ndarray) -> np.ndarray:
+    """The exemplars as head.safetensors keeps them: float16 (half the bytes a
+    phone or a web page downloads; rehearsal needs no more precision), float32
+    when a value is outside float16's range. Every runtime widens them to
+    float32 the same way, so they all start from the same numbers."""
+    features = np.asarray(features, np.float32)
+    fits = features.size == 0 or float(np.abs(features).max()) < 60000.0
+    return np.ascontiguousarray(features, np.float16 if fits else np.float32)
+
+
 def write_labels(folder: str, labels: list[str]) -> None:
     write_text(os.path.join(folder, LABELS), "".join(f"{c}\n" for c in labels))
 
@@ -116,7 +126,7 @@ def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y
         "bias": np.ascontiguousarray(head.intercept_, np.float32),
         "mean": np.ascontiguousarray(head.mean_, np.float32),
         "scale": np.ascontiguousarray(head.scale_, np.float32),
-        "exemplar_features": np.ascontiguousarray(X_train[keep], np.float32),
+        "exemplar_features": exemplar_storage(X_train[keep]),
         "exemplar_labels": np.ascontiguousarray(y_train[keep], np.int64),
     }, os.path.join(folder, HEAD), metadata={"format": "edgetl.head/1", "kind": "softmax", "l2": repr(float(head.l2))})
     onnx.save(build_train_step(head.mean_, head.scale_), os.path.join(folder, TRAIN_STEP))

@@ -55,16 +55,21 @@ def _web_predictions(page, urls, restore=False):
     }""", [urls, restore])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_predictions_agree_with_edgetl_predict(browser, digits_bundle, precision, page_errors):
+@pytest.mark.parametrize("precision, isolated", [("fp32", False), ("int8", True)])
+def test_predictions_agree_with_edgetl_predict(browser, digits_bundle, precision, isolated, page_errors):
+    """fp32 served as python -m http.server does (one wasm thread); int8
+    served cross-origin isolated (COOP/COEP): onnxruntime-web uses threads."""
     run = digits_bundle.fp32_dir if precision == "fp32" else digits_bundle.run_dir
     urls = [url for url, _path, _label in digits_bundle.held_out]
     paths = [path for _url, path, _label in digits_bundle.held_out]
     expected = [p.label for p in Predictor(run, int8=precision == "int8").predict(paths)]
-    with serve(run) as url:
+    with serve(run, isolated=isolated) as url:
         context, page = open_harness(browser, url, page_errors)
         got = _web_predictions(page, urls)
+        info = page.evaluate("edgetl.runtimeInfo()")
         context.close()
+    assert info["crossOriginIsolated"] is isolated and info["onnxruntimeWeb"] == "1.30.0"
+    assert (info["threads"] > 1) is isolated, info
     agree = np.mean([a == b for a, b in zip(got, expected)])
     print(f"{precision}: web agrees with edgetl predict on {agree:.1%} of {len(urls)} held-out images")
     assert agree >= (0.995 if precision == "fp32" else 0.99)

@@ -87,7 +87,7 @@ def ort_web_dist(cache_dir: str | None = None) -> str:
     os.makedirs(tmp)
     for name in ("package.json", "package-lock.json"):
         shutil.copy(os.path.join(APP_SOURCE, name), tmp)
-    done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=tmp,
+    done = subprocess.run([npm, "ci", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=tmp,
                           capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)

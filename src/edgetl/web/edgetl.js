@@ -17,7 +17,7 @@ import * as ort from './ort/ort.wasm.min.mjs';
 import { EdgetlError, decodeImage, toTensor } from './preprocess.js';
 import { Mulberry32, balancedOrder } from './rng.js';
 
-export { EdgetlError };
+export { EdgetlError, ort };
 export const STATE_FORMAT = 'edgetl.personal/1';
 export const WEB_FORMAT = 'edgetl.web/1';
 const EMBED_BATCH = 8; // images per feature-model run: a batch's activations are most of the memory
@@ -25,6 +25,9 @@ const DB_NAME = 'edgetl';
 
 ort.env.wasm.wasmPaths = new URL('./ort/', import.meta.url).href;
 ort.env.logLevel = 'error';
+// Threads need a cross-origin isolated page (SharedArrayBuffer); up to 4, as
+// many as the cores (onnxruntime-web's own default takes half of them).
+ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
 
 // ------------------------------------------------------------------ safetensors
 
@@ -591,6 +594,17 @@ export class Model {
       featureLabels: arrays.labels.data, numAdded: Number(metadata.num_added) || 0, history,
     }, name);
   }
+}
+
+/** What the page runs on: onnxruntime-web's version, its wasm threads (more
+ * than 1 only when the page is cross-origin isolated) and the precision. */
+export function runtimeInfo(model = null) {
+  return {
+    onnxruntimeWeb: ort.env.versions?.web ?? null,
+    threads: ort.env.wasm.numThreads,
+    crossOriginIsolated: globalThis.crossOriginIsolated === true,
+    precision: model?.info?.precision ?? null,
+  };
 }
 
 /** Load the web bundle at `baseUrl` (the folder holding bundle/), restoring

@@ -271,7 +271,9 @@ async function persist(what) {
 
 async function addExamples(files, label) {
   const isNew = !model.labels.includes(label.trim());
-  const added = await model.addExamples(files, label);
+  const added = await model.addExamples(files, label, {
+    onProgress: (done, total) => say(`Reading photos: ${done} of ${total}…`, 'working'),
+  });
   chosenExamples = [];
   $('examples-chosen').textContent = 'No photos chosen.';
   await persist();

@@ -267,7 +267,7 @@ export class Model {
   }
 
   /** Raw features (n x dim, Float32Array) of images, EMBED_BATCH at a time. */
-  async embed(images, names = null) {
+  async embed(images, names = null, onProgress = null) {
     images = Array.from(images);
     names = names || images.map((img, i) => img?.name || `image ${i + 1}`);
     const out = new Float32Array(images.length * this.dim);
@@ -277,6 +277,7 @@ export class Model {
       out.set(result.features.data, start * this.dim);
       input.dispose?.();
       result.features.dispose?.();
+      if (onProgress) await onProgress(Math.min(start + EMBED_BATCH, images.length), images.length);
     }
     if (!isFiniteArray(out)) {
       throw new EdgetlError('the feature model computed values that are not numbers; export the web app again');
@@ -330,14 +331,15 @@ export class Model {
 
   /** Embed `images` as examples of `label` (a new label becomes a class at
    * once, imprinted); keeps their features only. All or nothing: one bad
-   * image refuses the call and nothing is stored. Returns the number added. */
-  async addExamples(images, label) {
+   * image refuses the call and nothing is stored. Returns the number added;
+   * `onProgress(done, total)` is called as the photos are embedded. */
+  async addExamples(images, label, { onProgress = null } = {}) {
     label = String(label ?? '').trim();
     if (!label) throw new EdgetlError('the label is empty; type a name for the class');
     if (controlCharacters(label)) throw new EdgetlError('the label contains control characters; a label is one line of plain text');
     images = Array.from(images ?? []);
     if (!images.length) throw new EdgetlError(`no images given for '${label}'; add at least one photo`);
-    const feats = await this.embed(images);
+    const feats = await this.embed(images, null, onProgress);
     if (!this._labels.includes(label)) {
       this._imprint(this._standardise(feats), images.length);
       this._labels.push(label);

@@ -16,6 +16,9 @@ def cmd_export(args) -> int:
         raise DataError("--fp32 applies to --format web only (the other formats write fp32, and int8 with --int8)")
     options = {"fp32": True} if args.fp32 else {}
     record = export_model(args.run_dir, args.format, int8=args.int8, images=args.images, **options)
+    from ..report import write_model_card
+
+    write_model_card(args.run_dir)  # the model card names the files the export added (model.int8.ort, ...)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
@@ -33,6 +36,9 @@ def cmd_export(args) -> int:
             line += (f", int8 agree {record['agreement_int8']:.1%} with model.int8.onnx "
                      f"({record['agreement_int8_vs_fp32']:.1%} with model.onnx)")
         print(line)
+    elif args.format == "ort":
+        print(f"ORT format checked against ONNX Runtime; operators each file needs: "
+              f"{os.path.join(args.run_dir, 'ort_operators.json')}")
     elif args.format == "coreml":
         print(f"spec checked: image input {record['spec']['inputs'][0].get('width')}x"
               f"{record['spec']['inputs'][0].get('height')}, labels ok: {record['labels_ok']}; "

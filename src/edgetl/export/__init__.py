@@ -14,6 +14,6 @@ from __future__ import annotations
 from .registry import FORMATS, export_model, register_format
 
 # Each module registers its format; their order is the order --format lists them.
-from . import onnx_bundle, tflite, coreml, web  # noqa: E402,F401  isort: skip
+from . import onnx_bundle, tflite, coreml, ort_mobile, web  # noqa: E402,F401  isort: skip
 
 __all__ = ["FORMATS", "export_model", "register_format"]

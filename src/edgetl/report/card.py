@@ -7,6 +7,9 @@ import unicodedata
 from dataclasses import dataclass
 
 from ..data.folder import visible
+from ..data.input_spec import InputSpec
+from ..errors import BundleError
+from ..runtime.bundle import INPUT_NAME, KEY_SPEC, LABELS, MODEL_FP32, MODEL_INT8, OUTPUT_NAME, read_model_info
 from .run import load_run, model_figures, run_name, write_text_atomic
 
 CARD = "README.md"
@@ -74,6 +77,7 @@ class _Run:
     backbone: str
     size: object  # the input size (int), or "?"
     channels: str
+    input_spec: InputSpec | None  # validated: its numbers go into the phone snippets
 
     @classmethod
     def load(cls, run_dir: str) -> "_Run":
@@ -87,7 +91,8 @@ class _Run:
                    chosen=m.get("chosen") if isinstance(m.get("chosen"), dict) else {},
                    figs=model_figures(run_dir, m), backbone=str(m.get("backbone", "?")),
                    size=size if isinstance(size, int) else "?",
-                   channels=channels if channels in ("RGB", "L") else "RGB")
+                   channels=channels if channels in ("RGB", "L") else "RGB",
+                   input_spec=_input_spec(run_dir, spec))
 
 
 def _intro(r: _Run) -> list[str]:
@@ -215,37 +220,251 @@ def _run_python(r: _Run) -> list[str]:
             f"or {_code(f'edgetl predict {r.name}/ photo.jpg --json')}.\n"]
 
 
+# ---------------------------------------------------------------- on the phone
+# The snippets are written from the bundle: file names from what the folder
+# holds (or what the named export writes), input and output names from the
+# bundle contract, and every preprocessing number from its InputSpec.
+
+
+def _input_spec(run_dir: str, spec: dict) -> InputSpec | None:
+    """The bundle's InputSpec, validated (its numbers go into code):
+    metrics.json's, else model.onnx's own; None if neither is readable."""
+    try:
+        return InputSpec(**{**spec, "mean": tuple(spec["mean"]), "std": tuple(spec["std"])})
+    except (TypeError, KeyError, ValueError):
+        pass
+    try:
+        return InputSpec.from_json(read_model_info(os.path.join(run_dir, MODEL_FP32)).metadata[KEY_SPEC])
+    except (BundleError, KeyError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _ort_name(onnx_name: str) -> str:
+    """What ONNX Runtime's converter ('edgetl export --format ort') names the ORT file of ``onnx_name``."""
+    return onnx_name.removesuffix(".onnx") + ".ort"
+
+
+def app_model_file(run_dir: str) -> str:
+    """The model file the phone snippets load: the int8 model in ORT format
+    when 'edgetl export --format ort' wrote it, else model.int8.onnx (else the fp32 ones)."""
+    for name in (_ort_name(MODEL_INT8), MODEL_INT8, _ort_name(MODEL_FP32), MODEL_FP32):
+        if os.path.isfile(os.path.join(run_dir, name)):
+            return name
+    return MODEL_INT8
+
+
+def _num(value) -> str:
+    return repr(float(value))
+
+
+def _kotlin_floats(values) -> str:
+    return ", ".join(f"{_num(v)}f" for v in values)
+
+
+def _swift_floats(values) -> str:
+    return ", ".join(_num(v) for v in values)
+
+
+# One pixel (an ARGB Int in Kotlin; r, g, b Ints in Swift) to its channel
+# values; grey is Pillow's convert("L"), which the bundle's preprocessing uses.
+_KOTLIN_PIXEL = {"RGB": "intArrayOf(p shr 16 and 0xFF, p shr 8 and 0xFF, p and 0xFF)   // R, G, B",
+                 "L": "intArrayOf(((p shr 16 and 0xFF) * 19595 + (p shr 8 and 0xFF) * 38470 + (p and 0xFF) * 7471 "
+                      "+ 0x8000) shr 16)   // grey, as Pillow's convert(\"L\")"}
+_SWIFT_PIXEL = {"RGB": "[r, g, b]",
+                "L": "[(r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16]   // grey, as Pillow's convert(\"L\")"}
+
+
+def _kotlin_ort(spec: InputSpec, model: str, num_labels: int) -> str:
+    """ONNX Runtime Android: load ``model``, preprocess a Bitmap as ``spec`` says, run, read the answer."""
+    return (
+        "// build.gradle: implementation(\"com.microsoft.onnxruntime:onnxruntime-android:latest.release\")\n"
+        "import ai.onnxruntime.OnnxTensor\nimport ai.onnxruntime.OrtEnvironment\nimport android.graphics.Bitmap\n"
+        "import java.nio.FloatBuffer\nimport kotlin.math.roundToInt\n\n"
+        f"const val MODEL_FILE = \"{model}\"   // in app/src/main/assets, with labels.txt\n"
+        f"const val LABELS_FILE = \"{LABELS}\"\n"
+        f"const val INPUT_NAME = \"{INPUT_NAME}\"          // float32, N x C x H x W (NCHW)\n"
+        f"const val OUTPUT_NAME = \"{OUTPUT_NAME}\"  // N x {num_labels}, in {LABELS} order\n"
+        f"const val IMAGE_SIZE = {spec.image_size}\n"
+        f"const val CROP_FRACTION = {_num(spec.crop_fraction)}   // centre square of this x the shorter side\n"
+        f"const val CHANNELS = {spec.num_channels}   // {spec.channels}\n"
+        f"val MEAN = floatArrayOf({_kotlin_floats(spec.mean)})   // pixel units, 0-255\n"
+        f"val STD = floatArrayOf({_kotlin_floats(spec.std)})\n\n"
+        "/** The bundle's preprocessing: the centre square of CROP_FRACTION x the shorter side, scaled to\n"
+        f" *  IMAGE_SIZE x IMAGE_SIZE ({spec.resample}), then (value - MEAN[c]) / STD[c], one channel plane after "
+        "another. */\n"
+        "fun preprocess(bitmap: Bitmap): FloatBuffer {\n"
+        "    val side = (CROP_FRACTION * minOf(bitmap.width, bitmap.height)).roundToInt().coerceAtLeast(1)\n"
+        "    val square = Bitmap.createBitmap(bitmap, (bitmap.width - side) / 2, (bitmap.height - side) / 2, "
+        "side, side)\n"
+        "    val image = Bitmap.createScaledBitmap(square, IMAGE_SIZE, IMAGE_SIZE, true)\n"
+        "    val pixels = IntArray(IMAGE_SIZE * IMAGE_SIZE)\n"
+        "    image.getPixels(pixels, 0, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE)\n"
+        "    val plane = IMAGE_SIZE * IMAGE_SIZE\n"
+        "    val x = FloatBuffer.allocate(CHANNELS * plane)\n"
+        "    for (i in 0 until plane) {\n"
+        "        val p = pixels[i]\n"
+        f"        val v = {_KOTLIN_PIXEL[spec.channels]}\n"
+        "        for (c in 0 until CHANNELS) x.put(c * plane + i, (v[c] - MEAN[c]) / STD[c])\n"
+        "    }\n"
+        "    return x\n}\n\n"
+        "val env = OrtEnvironment.getEnvironment()\n"
+        "val session = env.createSession(context.assets.open(MODEL_FILE).readBytes())\n"
+        "val labels = context.assets.open(LABELS_FILE).bufferedReader().readLines().filter { it.isNotEmpty() }\n"
+        "val shape = longArrayOf(1, CHANNELS.toLong(), IMAGE_SIZE.toLong(), IMAGE_SIZE.toLong())   // N, C, H, W\n"
+        "OnnxTensor.createTensor(env, preprocess(bitmap), shape).use { input ->\n"
+        "    session.run(mapOf(INPUT_NAME to input)).use { result ->\n"
+        "        val probabilities = (result.get(OUTPUT_NAME).get().value as Array<FloatArray>)[0]\n"
+        "        val best = probabilities.indices.maxBy { probabilities[it] }   // labels[best], probabilities[best]\n"
+        "    }\n}\n"
+    )
+
+
+def _kotlin_litert(spec: InputSpec, model: str, num_labels: int) -> str:
+    """LiteRT: the same values in NHWC order (a pixel's channels together)."""
+    return (
+        "// build.gradle: implementation(\"com.google.ai.edge.litert:litert:2.+\")\n"
+        f"val interpreter = Interpreter(FileUtil.loadMappedFile(context, \"{model}\"))\n"
+        f"val input = ByteBuffer.allocateDirect(4 * {spec.image_size} * {spec.image_size} * {spec.num_channels})"
+        ".order(ByteOrder.nativeOrder())   // 1 x H x W x C (NHWC)\n"
+        f"// each pixel of the preprocessed {spec.image_size}x{spec.image_size} image, row by row, then its "
+        f"{spec.num_channels} channel(s): input.putFloat((v[c] - MEAN[c]) / STD[c])\n"
+        f"val output = Array(1) {{ FloatArray({num_labels}) }}   // {OUTPUT_NAME}\n"
+        "interpreter.run(input, output)\n"
+        "val best = output[0].indices.maxBy { output[0][it] }   // labels[best]\n"
+    )
+
+
+def _swift_ort(spec: InputSpec, model: str, num_labels: int) -> str:
+    """ONNX Runtime's Objective-C API from Swift: the Kotlin snippet's steps on a CGImage."""
+    return (
+        "// Podfile: pod 'onnxruntime-objc'\nimport CoreGraphics\nimport onnxruntime_objc\n\n"
+        f"let modelFile = \"{model}\"   // in the app bundle, with labels.txt\n"
+        f"let labelsFile = \"{LABELS}\"\n"
+        f"let inputName = \"{INPUT_NAME}\"          // float32, N x C x H x W (NCHW)\n"
+        f"let outputName = \"{OUTPUT_NAME}\"  // N x {num_labels}, in {LABELS} order\n"
+        f"let imageSize = {spec.image_size}\n"
+        f"let cropFraction = {_num(spec.crop_fraction)}   // centre square of this x the shorter side\n"
+        f"let channels = {spec.num_channels}   // {spec.channels}\n"
+        f"let mean: [Float] = [{_swift_floats(spec.mean)}]   // pixel units, 0-255\n"
+        f"let std: [Float] = [{_swift_floats(spec.std)}]\n\n"
+        "/// The bundle's preprocessing: the centre square of cropFraction x the shorter side, scaled to\n"
+        f"/// imageSize x imageSize ({spec.resample}), then (value - mean[c]) / std[c], one channel plane after "
+        "another.\n"
+        "func preprocess(_ image: CGImage) -> NSMutableData {\n"
+        "    let side = max(1, Int((cropFraction * Double(min(image.width, image.height))).rounded()))\n"
+        "    let square = image.cropping(to: CGRect(x: (image.width - side) / 2, y: (image.height - side) / 2,\n"
+        "                                           width: side, height: side))!\n"
+        "    var rgba = [UInt8](repeating: 0, count: 4 * imageSize * imageSize)\n"
+        "    rgba.withUnsafeMutableBytes { buffer in\n"
+        "        let context = CGContext(data: buffer.baseAddress, width: imageSize, height: imageSize, "
+        "bitsPerComponent: 8,\n"
+        "                                bytesPerRow: 4 * imageSize, space: CGColorSpaceCreateDeviceRGB(),\n"
+        "                                bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue)!\n"
+        "        context.interpolationQuality = .medium\n"
+        "        context.draw(square, in: CGRect(x: 0, y: 0, width: imageSize, height: imageSize))\n"
+        "    }\n"
+        "    let plane = imageSize * imageSize\n"
+        "    var x = [Float](repeating: 0, count: channels * plane)\n"
+        "    for i in 0..<plane {\n"
+        "        let r = Int(rgba[4 * i]), g = Int(rgba[4 * i + 1]), b = Int(rgba[4 * i + 2])\n"
+        f"        let v = {_SWIFT_PIXEL[spec.channels]}\n"
+        "        for c in 0..<channels { x[c * plane + i] = (Float(v[c]) - mean[c]) / std[c] }\n"
+        "    }\n"
+        "    return NSMutableData(bytes: &x, length: x.count * MemoryLayout<Float>.size)\n}\n\n"
+        "let env = try ORTEnv(loggingLevel: .warning)\n"
+        "let session = try ORTSession(env: env, modelPath: Bundle.main.path(forResource: modelFile, ofType: nil)!,\n"
+        "                             sessionOptions: nil)\n"
+        "let labels = try String(contentsOfFile: Bundle.main.path(forResource: labelsFile, ofType: nil)!, "
+        "encoding: .utf8)\n"
+        "    .split(separator: \"\\n\").map(String.init)\n"
+        "let shape: [NSNumber] = [1, NSNumber(value: channels), NSNumber(value: imageSize), "
+        "NSNumber(value: imageSize)]  // N, C, H, W\n"
+        "let input = try ORTValue(tensorData: preprocess(cgImage), elementType: .float, shape: shape)\n"
+        "let outputs = try session.run(withInputs: [inputName: input], outputNames: [outputName], runOptions: nil)\n"
+        "let probabilities = try (outputs[outputName]!.tensorData() as Data)\n"
+        "    .withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }\n"
+        "let best = probabilities.indices.max { probabilities[$0] < probabilities[$1] }!   "
+        "// labels[best], probabilities[best]\n"
+    )
+
+
+def _swift_coreml(spec: InputSpec, package: str) -> str:
+    """Core ML through Vision: the crop fraction as the region of interest, then Vision's centre crop."""
+    compiled = package.removesuffix(".mlpackage")
+    return (
+        "import CoreML\nimport Vision\n\n"
+        f"let coreMLPackage = \"{package}\"   // Xcode compiles it into the app as {compiled}.mlmodelc\n"
+        f"let cropFraction = {_num(spec.crop_fraction)}\n"
+        f"let compiledURL = Bundle.main.url(forResource: \"{compiled}\", withExtension: \"mlmodelc\")!\n"
+        "let model = try VNCoreMLModel(for: MLModel(contentsOf: compiledURL))\n"
+        "let request = VNCoreMLRequest(model: model) { request, _ in\n"
+        "    let best = (request.results as? [VNClassificationObservation])?.first\n"
+        "    print(best?.identifier ?? \"?\", best?.confidence ?? 0)\n}\n"
+        "// The centre cropFraction of each side, then its centre square scaled to the model's input: the centre\n"
+        "// square of cropFraction x the shorter side, as the bundle's preprocessing.\n"
+        "request.regionOfInterest = CGRect(x: (1 - cropFraction) / 2, y: (1 - cropFraction) / 2,\n"
+        "                                  width: cropFraction, height: cropFraction)\n"
+        "request.imageCropAndScaleOption = .centerCrop\n"
+        "try VNImageRequestHandler(cgImage: image).perform([request])\n"
+    )
+
+
+def _ort_check(r: _Run) -> list[str]:
+    """What 'edgetl export --format ort' found about the operators, if it ran."""
+    rec = (r.m.get("exports") or {}).get("ort")
+    if not isinstance(rec, dict) or not isinstance(rec.get("files"), dict):
+        return [f"`edgetl export RUN_DIR --format ort` converts the ONNX files to ONNX Runtime's own format "
+                f"(`{_ort_name(MODEL_INT8)}` and the others: optimised for the phone's CPU, faster to load), checks "
+                f"each against its `.onnx` and lists the operators each needs.\n"]
+    package = rec.get("mobile_package") if isinstance(rec.get("mobile_package"), dict) else {}
+    missing = package.get("missing") if isinstance(package.get("missing"), list) else []
+    version = rec.get("min_runtime_version")
+    text = (f"ORT format, checked with {_md(rec.get('converter', 'onnxruntime'))}: "
+            + ", ".join(_code(name) for name in rec["files"]) + " each gave the outputs of its `.onnx`; their "
+            f"operators (listed in {_code(rec.get('operators_file', '?'))}) all ran on ONNX Runtime's CPU kernels, "
+            "which the full `onnxruntime-android` and `onnxruntime-objc` packages have"
+            + (f" (version {_md(version)} or newer: an `.ort` file is read by the release that wrote it and later "
+               "ones)." if version else "."))
+    if missing:
+        text += (" The old reduced `onnxruntime-mobile` package (up to 1.18) lacks "
+                 + ", ".join(_md(m) for m in missing)
+                 + f": use the full packages, or a custom build from {_code(rec.get('config_file', '?'))}.")
+    return [text + "\n"]
+
+
 def _run_android(r: _Run) -> list[str]:
-    size, depth = r.size, 1 if r.channels == "L" else 3
+    from ..export.tflite import TFLITE_FP32, TFLITE_INT8, TFLITE_JSON
+
+    spec, model = r.input_spec, app_model_file(r.run_dir)
+    if spec is None:
+        return ["### Android\n", "This folder's input spec is missing or damaged: re-run `edgetl train`.\n"]
     return [
         "### Android\n",
-        "LiteRT (`edgetl export RUN_DIR --format tflite --int8` writes `model.tflite`, `model.int8.tflite`, "
-        f"`model.tflite.json`): input `[1, {size}, {size}, {depth}]` float32 NHWC, normalised as above; output "
-        "`probabilities` in `labels.txt` order.\n",
-        "```kotlin\n// build.gradle: implementation(\"com.google.ai.edge.litert:litert:2.+\")\n"
-        "val interpreter = Interpreter(FileUtil.loadMappedFile(context, \"model.int8.tflite\"))\n"
-        f"val input = ByteBuffer.allocateDirect(4 * {size} * {size} * {depth}).order(ByteOrder.nativeOrder())\n"
-        f"// for each pixel of the {size}x{size} centre crop: putFloat((value - mean[c]) / std[c])\n"
-        f"val output = Array(1) {{ FloatArray({len(r.labels)}) }}\n"
-        "interpreter.run(input, output)\n"
-        "val best = output[0].indices.maxBy { output[0][it] }   // labels[best]\n```\n",
-        "Or ONNX Runtime Android (`com.microsoft.onnxruntime:onnxruntime-android`) with `model.onnx`: "
-        "input `input` N×C×H×W float32, output `probabilities`.\n",
+        f"ONNX Runtime Android (`ai.onnxruntime`) with `{model}` and `{LABELS}` from this folder; every name and "
+        "number below is this bundle's. (Image scalers differ a little: Pillow's, which edgetl uses, also reads the "
+        "pixels just outside the crop, so the tensor's one-pixel border can differ from edgetl's by a few levels.)\n",
+        f"```kotlin\n{_kotlin_ort(spec, model, len(r.labels))}```\n",
+        *_ort_check(r),
+        f"LiteRT instead: `edgetl export RUN_DIR --format tflite --int8` writes `{TFLITE_FP32}`, `{TFLITE_INT8}` and "
+        f"`{TFLITE_JSON}`; the same values go in, in NHWC order `[1, {spec.image_size}, {spec.image_size}, "
+        f"{spec.num_channels}]`.\n",
+        f"```kotlin\n{_kotlin_litert(spec, TFLITE_INT8, len(r.labels))}```\n",
     ]
 
 
 def _run_ios(r: _Run) -> list[str]:
+    from ..export.coreml import COREML_FP32
+
+    spec, model = r.input_spec, app_model_file(r.run_dir)
+    if spec is None:
+        return ["### iOS\n", "This folder's input spec is missing or damaged: re-run `edgetl train`.\n"]
     return [
         "### iOS\n",
-        "Core ML (`edgetl export RUN_DIR --format coreml [--int8]` writes `model.mlpackage`): an image "
-        "classifier with the labels and the normalisation inside; Vision does the resize and crop.\n",
-        "```swift\nlet model = try VNCoreMLModel(for: MLModel(contentsOf: compiledURL))  // Xcode compiles "
-        "model.mlpackage\n"
-        "let request = VNCoreMLRequest(model: model) { request, _ in\n"
-        "    let best = (request.results as? [VNClassificationObservation])?.first\n"
-        "    print(best?.identifier ?? \"?\", best?.confidence ?? 0)\n}\n"
-        "request.imageCropAndScaleOption = .centerCrop\n"
-        "try VNImageRequestHandler(cgImage: image).perform([request])\n```\n",
+        f"ONNX Runtime (`onnxruntime-objc`) from Swift, with `{model}`, the same preprocessing:\n",
+        f"```swift\n{_swift_ort(spec, model, len(r.labels))}```\n",
+        f"Or Core ML (`edgetl export RUN_DIR --format coreml [--int8]` writes `{COREML_FP32}`): an image classifier "
+        "with the labels and the normalisation inside; Vision does the resize and crop.\n",
+        f"```swift\n{_swift_coreml(spec, COREML_FP32)}```\n",
         "Core ML predictions need macOS or iOS: edgetl checks the converted model's spec (input, outputs, labels) "
         "on any machine but cannot run it on Linux.\n",
     ]

@@ -13,6 +13,7 @@ import pytest
 from clitools import one_line_refusal, run_torch_free
 from edgetl.cli import main
 from edgetl.export import web
+from edgetl.runtime.bundle import file_sha256
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_the_command_writes_the_app_and_says_how_to_serve_it(run_copy, capsys):
     assert f"web: wrote {folder} (int8" in out
     assert f"python -m http.server -b 127.0.0.1 -d {folder} 8000" in out
     info = json.load(open(os.path.join(folder, "bundle", "bundle.json")))
-    assert info["features_sha256"] == web._sha256(os.path.join(str(run_copy), "features.int8.onnx"))
+    assert info["features_sha256"] == file_sha256(os.path.join(str(run_copy), "features.int8.onnx"))
     # A second export replaces the first whole (no temporary left beside it).
     assert main(["export", str(run_copy), "--format", "web", "--fp32"]) == 0
     assert json.load(open(os.path.join(folder, "bundle", "bundle.json")))["precision"] == "fp32"

@@ -34,7 +34,7 @@ import subprocess
 
 from .._files import atomic_path, cache_path, open_cache_folder, temp_name
 from ..errors import BundleError, MissingExtraError
-from ..runtime.bundle import FEATURES_FP32, FEATURES_INT8, HEAD, TRAIN_STEP, read_device_files
+from ..runtime.bundle import FEATURES_FP32, FEATURES_INT8, HEAD, TRAIN_STEP, file_sha256, read_device_files
 from .record import size_mb, update_metrics
 from .registry import register_format
 
@@ -99,14 +99,6 @@ def ort_web_dist(cache_dir: str | None = None) -> str:
     return dist
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _icon(path: str, size: int) -> None:
     """The app's icon: a plain mark drawn here (no third-party artwork)."""
     from PIL import Image, ImageDraw
@@ -135,7 +127,7 @@ def _bundle_json(files, run_dir: str, features_name: str, int8: bool) -> dict:
         "head": f"bundle/{HEAD}",
         "feature_dim": int(files.head["weight"].shape[1]),
         "l2": files.l2,
-        "features_sha256": _sha256(files.features_path),
+        "features_sha256": file_sha256(files.features_path),
         "onnxruntime_web": ort_web_version(),
     }
 
@@ -154,7 +146,7 @@ def _service_worker(folder: str) -> None:
         for name in sorted(names):
             rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
             files.append("./" + rel)
-            digest.update(rel.encode() + _sha256(os.path.join(root, name)).encode())
+            digest.update(rel.encode() + file_sha256(os.path.join(root, name)).encode())
     files.append("./")
     with open(os.path.join(APP_SOURCE, "sw.js"), encoding="utf-8") as fh:
         template = fh.read()

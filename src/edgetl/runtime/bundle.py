@@ -19,6 +19,7 @@ others; ONNX files read with ``onnx_info``, no onnx package), and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -54,6 +55,16 @@ class Bundle:
     labels: list[str]
     input_spec: InputSpec
     backbone: str
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks: the identity of a feature
+    model that a learning state (Python's or the web app's) was made with."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_labels(path: str) -> list[str]:

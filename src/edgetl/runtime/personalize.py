@@ -36,7 +36,7 @@ import numpy as np
 
 from ..data.folder import control_characters, visible
 from ..errors import BundleError, DataError, StorageError, storage_error
-from .bundle import check_finite, read_device_files
+from .bundle import check_finite, file_sha256, read_device_files
 from .lock import folder_lock
 from .rng import Mulberry32, balanced_order
 from .predictor import Prediction, check_probabilities, run_images, top_predictions
@@ -45,14 +45,6 @@ from .session import make_session
 STATE_FILE = "personal.safetensors"
 STATE_FORMAT = "edgetl.personal/1"
 EMBED_BATCH = 8
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sweep_debris(state_dir: str) -> None:
@@ -164,7 +156,7 @@ class Personalizer:
         self.l2 = files.l2
         self._mean, self._scale = files.head["mean"], files.head["scale"]
         self._features_path = files.features_path
-        self._features_hash = _file_sha256(files.features_path)
+        self._features_hash = file_sha256(files.features_path)
         self._features = make_session(files.features_path, num_threads=num_threads)
         self._step = make_session(files.train_step_path, num_threads=num_threads)
         if saved is None:
@@ -235,7 +227,7 @@ class Personalizer:
     def _state_sha256(self, path: str) -> str | None:
         """sha256 of the state file now on the disk (None if there is none)."""
         try:
-            return _file_sha256(path)
+            return file_sha256(path)
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Stages, lowest first: a module may import its own stage and the ones below, never above.
 # (The device runtime sits low: the host's training, export and report read bundles through it.)
 STAGES = [
-    {"edgetl", "edgetl._files", "edgetl.errors"},
+    {"edgetl", "edgetl._files", "edgetl.errors", "edgetl.events"},
     {"edgetl.data"},
     {"edgetl.runtime", "edgetl.heads", "edgetl.zoo", "edgetl.quantize"},
     {"edgetl.export"},
@@ -25,6 +25,7 @@ STAGES = [
     {"edgetl.finetune", "edgetl.report"},
     {"edgetl.training", "edgetl.evaluation", "edgetl.imagenet"},
     {"edgetl.demo"},
+    {"edgetl.studio"},
     {"edgetl.cli"},
 ]
 RUNTIME_THIRD_PARTY = {"numpy", "onnxruntime", "PIL", "safetensors"}

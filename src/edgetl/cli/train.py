@@ -55,36 +55,24 @@ def cmd_train(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from ..data.folder import scan_folder
-    from ..finetune import CANDIDATES
-    from ..finetune.planner import idle_mb, plan, warm_up
-    from ..training.inputs import fine_tune_input_spec
-    from ..zoo import get_spec
+    from ..training.planning import plan_strategies
 
-    # Bounded as 'edgetl train' bounds them (TrainConfig's checks: 16 to 1024 px, batch >= 1, budget > 0).
-    TrainConfig(data_dir=args.data_dir, backbone=args.backbone, image_size=args.image_size,
-                batch_size=args.batch_size, max_memory_mb=args.max_memory_mb)
-    folder = scan_folder(args.data_dir)
-    input_spec = fine_tune_input_spec(get_spec(args.backbone), folder.paths, args.image_size)
-    size = input_spec.image_size
-    strategies = tuple(s.strip() for s in args.strategies.split(",")) if args.strategies else \
-        CANDIDATES + ("scratch",)
-    warm_up()
-    idle = idle_mb()
-    plans = plan(args.backbone, len(folder.paths), len(folder.classes), input_spec, args.batch_size,
-                 strategies=strategies, max_memory_mb=args.max_memory_mb)
+    strategies = tuple(s.strip() for s in args.strategies.split(",")) if args.strategies else None
+    report = plan_strategies(args.data_dir, args.backbone, args.image_size, args.batch_size, strategies,
+                             args.max_memory_mb)
+    size, idle = report["image_size"], report["idle_mb"]
     if args.json:
-        print(json.dumps([dict(p.to_dict(), image_size=size, idle_mb=round(idle, 1)) for p in plans], indent=2))
+        print(json.dumps([dict(p, image_size=size, idle_mb=idle) for p in report["plans"]], indent=2))
         return 0
-    print(f"{args.backbone} at {size} px, batch {args.batch_size}, {len(folder.paths)} images in "
-          f"{len(folder.classes)} classes; peak training memory above the idle footprint "
+    print(f"{args.backbone} at {size} px, batch {args.batch_size}, {report['num_images']} images in "
+          f"{report['num_classes']} classes; peak training memory above the idle footprint "
           f"(Python + torch: {idle:.0f} MB here)")
     print(f"{'strategy':<9} {'estimate MB':>11} {'trains':>12} {'MACs/epoch':>11} {'cache on disk':>13}"
           + ("  fits" if args.max_memory_mb is not None else ""))
-    for p in plans:
-        fits = ("  yes" if p.fits else "  no") if args.max_memory_mb is not None else ""
-        print(f"{p.strategy:<9} {p.estimated_mb:>11.0f} {p.trainable_params:>12,} {p.macs_per_epoch / 1e9:>10.1f}G "
-              f"{p.cache_disk_mb:>10.1f} MB{fits}")
+    for p in report["plans"]:
+        fits = ("  yes" if p["fits"] else "  no") if args.max_memory_mb is not None else ""
+        print(f"{p['strategy']:<9} {p['estimated_mb']:>11.0f} {p['trainable_params']:>12,} "
+              f"{p['macs_per_epoch'] / 1e9:>10.1f}G {p['cache_disk_mb']:>10.1f} MB{fits}")
     return 0
 
 

@@ -25,6 +25,7 @@ from .._files import cache_path
 from ..data.image import decode_image
 from ..data.input_spec import InputSpec
 from ..errors import DataError, WeightsError
+from ..events import Rate
 from ..export.backbone_onnx import INPUT_NAME, BackboneGraph
 from ..runtime.session import make_session
 from ..zoo import ALL_TAPS, FINAL_TAP
@@ -212,23 +213,26 @@ def _take(extractors: list[FeatureExtractor], paths: list[str], chunk: list[int]
 
 
 def _run_pass(extractors: list[FeatureExtractor], paths: list[str], misses: list[int], state: _Pass, pool,
-              bar) -> None:
+              bar, rate: Rate) -> None:
     """Decode ``misses`` in worker threads a few batches ahead of ONNX Runtime, and run them."""
     batch_size, num_workers = extractors[0].batch_size, extractors[0].num_workers
     chunks = [misses[i : i + batch_size] for i in range(0, len(misses), batch_size)]
     specs = [e.graph.input_spec for e in extractors]
     queue: deque = deque()
     next_chunk = 0
-    while next_chunk < len(chunks) or queue:
-        while next_chunk < len(chunks) and len(queue) < num_workers + 1:
-            chunk = chunks[next_chunk]
-            queue.append((chunk, pool.submit(_prepare_many, [paths[i] for i in chunk], specs)))
-            next_chunk += 1
-        chunk, future = queue.popleft()
-        _take(extractors, paths, chunk, future.result(), state)
-        bar.update(len(chunk))
-    for extractor in extractors:
-        extractor.cache.flush()
+    try:
+        while next_chunk < len(chunks) or queue:
+            while next_chunk < len(chunks) and len(queue) < num_workers + 1:
+                chunk = chunks[next_chunk]
+                queue.append((chunk, pool.submit(_prepare_many, [paths[i] for i in chunk], specs)))
+                next_chunk += 1
+            chunk, future = queue.popleft()
+            _take(extractors, paths, chunk, future.result(), state)
+            bar.update(len(chunk))
+            rate.add(len(chunk))
+    finally:  # also when interrupted (Ctrl-C, SIGTERM, a cancel in the studio): what was extracted is kept
+        for extractor in extractors:
+            extractor.cache.flush()
 
 
 def _skipped(paths: list[str], state: _Pass) -> list[dict]:
@@ -257,12 +261,14 @@ def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: 
         misses = _misses(extractors, state)
         num_cached = sum(1 for k in keys if k is not None) - len(misses)
         bar = tqdm(total=len(misses), desc=desc, unit="img", disable=not show_progress(progress), leave=False)
+        rate = Rate("extract", len(misses), cached=num_cached)
         for _ in range(MAX_PASSES):
             if not misses:
                 break
-            _run_pass(extractors, paths, misses, state, pool, bar)
+            _run_pass(extractors, paths, misses, state, pool, bar, rate)
             misses = _misses(extractors, state)
             bar.total += len(misses)
+            rate.total += len(misses)
         bar.close()
     for i in misses:  # still not extracted after MAX_PASSES reads: it changes faster than it is read
         state.lost[i] = "changed every time it was read; run again once it stays put"

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .._files import atomic_path
 from ..errors import DataError
+from ..events import emit
 from .lean import LeanMode
 from .net import Net
 from .planner import CACHE_BATCH
@@ -239,6 +240,7 @@ def finetune(net: Net, store: RowStore, y: np.ndarray, train_idx: np.ndarray, va
         else:
             p.best_epoch, p.best_state = p.epoch, snapshot()
         p.history.append(record)
+        emit("epoch", **{k: (round(float(v), 6) if isinstance(v, float) else v) for k, v in record.items()})
         p.done = p.done or p.epoch >= epochs
         log.info("epoch %d/%d: train loss %.4f%s", p.epoch, epochs, record["train_loss"],
                  f", val accuracy {record['val_accuracy']:.2%}" if "val_accuracy" in record else "")

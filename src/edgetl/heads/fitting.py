@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..events import emit
+
 MIN_STEPS = 25  # optimizer steps per epoch, at least
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 CHUNK_ROWS = 4096  # rows per block when a pass over X needs a temporary
@@ -232,6 +234,7 @@ def _epochs(head, data: TrainingData, rng: np.random.Generator, epochs: int, ste
             record.update(val_loss=val_loss, val_accuracy=val_acc)
             stop = stopper.update(epoch + 1, val_acc, val_loss, snapshot)
         head.history_.append(record)
+        emit("epoch", **{k: (round(float(v), 6) if isinstance(v, float) else v) for k, v in record.items()})
         if stop:
             break
 

@@ -9,6 +9,7 @@ import contextlib
 
 import numpy as np
 
+from ..events import emit
 from ..heads import head_class
 
 NUM_MLP_PAIRS = 3  # an expensive head (the hidden-layer one) is tried on this many best (size, tap) pairs
@@ -89,6 +90,7 @@ def score_candidates(live: list, score) -> None:
     for c in cheap:
         c.correct = score(c)
         c.val_accuracy = float(np.mean(c.correct))
+        _scored(c)
     pair_score: dict[tuple[int, str], float] = {}
     for c in cheap:
         key = (c.image_size, c.tap)
@@ -100,8 +102,14 @@ def score_candidates(live: list, score) -> None:
         if (c.image_size, c.tap) in best_pairs:
             c.correct = score(c)
             c.val_accuracy = float(np.mean(c.correct))
+            _scored(c)
         else:
             c.note = f"not tried: the {head_class(c.head).label} is fitted on the {NUM_MLP_PAIRS} best taps only"
+
+
+def _scored(c) -> None:
+    emit("candidate", image_size=int(c.image_size), tap=str(c.tap), head=str(c.head),
+         val_accuracy=round(float(c.val_accuracy), 4))
 
 
 def holdout_and_refit(kind: str, kwargs: dict, X: np.ndarray, y: np.ndarray, train_idx: np.ndarray,

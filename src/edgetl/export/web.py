@@ -113,7 +113,7 @@ def _icon(path: str, size: int) -> None:
     image.save(path, "PNG")
 
 
-def _bundle_json(files, run_dir: str, features_name: str, int8: bool) -> dict:
+def bundle_json(files, run_dir: str, features_name: str, int8: bool) -> dict:
     spec = files.bundle.input_spec
     return {
         "format": WEB_FORMAT,
@@ -172,7 +172,7 @@ def write_web_app(run_dir: str, int8: bool = True, cache_dir: str | None = None)
             shutil.copy(os.path.join(dist, name), os.path.join(tmp, "ort", name))
         for name in (features_name, TRAIN_STEP, HEAD):
             shutil.copy(os.path.join(run_dir, name), os.path.join(tmp, "bundle", name))
-        info = _bundle_json(files, run_dir, features_name, int8)
+        info = bundle_json(files, run_dir, features_name, int8)
         with open(os.path.join(tmp, "bundle", "bundle.json"), "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=1)
         with open(os.path.join(tmp, "manifest.webmanifest"), "w", encoding="utf-8") as fh:

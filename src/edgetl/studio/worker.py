@@ -108,8 +108,12 @@ def run_export(job: dict, out: _Out) -> None:
 COMMANDS = {"train": run_train, "plan": run_plan, "export": run_export}
 
 
+_terminated = threading.Event()
+
+
 def _on_sigterm(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    _terminated.set()
     raise Cancelled()
 
 
@@ -128,10 +132,13 @@ def main(stdin=None, stdout=None) -> int:
     except Cancelled:
         out({"event": "cancelled"})
         return EXIT_CANCELLED
-    except EdgetlError as exc:
-        out({"event": "error", "message": _one_line(exc)})
-        return EXIT_FAILED
     except Exception as exc:
+        if _terminated.is_set():  # Cancelled raised inside an import or a library comes out as its error
+            out({"event": "cancelled"})
+            return EXIT_CANCELLED
+        if isinstance(exc, EdgetlError):
+            out({"event": "error", "message": _one_line(exc)})
+            return EXIT_FAILED
         traceback.print_exc(file=sys.stderr)
         out({"event": "error", "message": f"internal error: {type(exc).__name__}: {_one_line(exc)}"})
         return EXIT_FAILED

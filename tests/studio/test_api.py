@@ -131,6 +131,25 @@ def test_classes_create_rename_delete(studio):
     assert c.delete("/api/classes/kitten").status_code == 404
 
 
+def test_bound_to_every_interface_any_host_name_needs_the_token(tmp_path, tools):
+    """--host 0.0.0.0: a phone on the network names the machine by an address the server cannot
+    know, so the Host check steps aside and the token alone guards every request."""
+    import asyncio
+
+    import httpx
+
+    from edgetl.studio.server import create_app
+
+    app = create_app(str(tmp_path / "project"), token=tools.TOKEN, host="0.0.0.0", port=8765)
+
+    async def get(headers):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://192.168.1.50:8765") as c:
+            return await c.get("/api/project", headers=headers)
+
+    assert asyncio.run(get({"X-Edgetl-Token": tools.TOKEN})).status_code == 200
+    assert asyncio.run(get({})).status_code == 401
+
+
 def test_a_hostile_class_name_is_only_ever_json_text(studio):
     name = "<img src=x onerror=alert(1)>"
     assert studio.client.post("/api/classes", json={"name": name}).json() == {"name": name}

@@ -30,6 +30,7 @@ STATE_CHANGING = {"POST", "PATCH", "PUT", "DELETE"}
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; script-src 'self' "
        "'wasm-unsafe-eval'; style-src 'self'; connect-src 'self'; frame-ancestors 'none'")
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 _ENCODED_BAD = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
 
 
@@ -114,7 +115,9 @@ class Guard:
     def _refusal(self, scope):
         s = self.settings
         host = (_header(scope, b"host") or "").lower()
-        if host not in allowed_hosts(s.host, s.port):
+        # Bound to every interface (--host 0.0.0.0, the user's choice, warned): phones and laptops on the
+        # network name it by an address the server cannot know, so only the token guards it.
+        if s.host not in WILDCARD_HOSTS and host not in allowed_hosts(s.host, s.port):
             return _json_response(400, f"the Host header {host!r} is not this studio's address: open "
                                        f"http://127.0.0.1:{s.port}/ (DNS rebinding protection)")
         raw = scope.get("raw_path") or scope["path"].encode()

@@ -34,8 +34,9 @@ Data kinds:
   (t-shirt, trouser, pullover, dress, coat), ``--fashion-train`` train images
   each, 100 test images each for the old-class accuracy; new: sandal, shirt,
   sneaker, bag, ankle boot, 150 test images each.
-* ``gcompris_photos``, ``qabcs_photos``: real colour photos from Debian
-  packages (``bench/photo_sets.py``; 15-39 per class). Leave one class out:
+* ``gcompris_photos``, ``qabcs_photos``, ``tuxpaint_stamps`` (cut-out
+  photos), ``emoji_icons`` (colour icons): from Debian packages
+  (``bench/photo_sets.py``; 15-39 per class). Leave one class out:
   one bundle per class, trained on the train half of the others (their test
   half is the old-class test set); the left-out class's every photo is its
   pool (k = 20 becomes N - 5 when the class has fewer than 25 photos, so that
@@ -44,6 +45,10 @@ Data kinds:
 Run from the repository root (about 5 minutes on 2 cores)::
 
     python bench/bench_new_class.py --out-json /tmp/benchlogs/new_class.json
+
+``--bundle-cache DIR`` keeps the trained bundles in DIR and reuses them on the
+next run, to compare on-device methods on the same bundles (delete DIR when
+``edgetl train`` changes).
 
 Uses the default edgetl cache ($EDGETL_CACHE_DIR or ~/.cache/edgetl) for the
 exported backbone and the feature cache; the images, bundles and states go to
@@ -167,14 +172,24 @@ def _predict(p, features: np.ndarray) -> np.ndarray:
     return np.argmax(p._standardise(features) @ p.weight.T + p.bias, axis=1)
 
 
-def run_task(task: dict, root: str, seeds: int, log) -> dict:
+def train_bundle(task: dict, root: str, cached: str | None = None) -> tuple[str, float]:
+    """The task's bundle: trained into ``root/run``, or reused from ``cached``
+    (``--bundle-cache``: a bundle trained there by an earlier run on the same
+    data, kept; the data are built the same way every run)."""
     import edgetl
-    from edgetl.runtime import Personalizer
 
-    run = os.path.join(root, "run")
+    run = cached or os.path.join(root, "run")
+    if cached and os.path.isfile(os.path.join(cached, "metrics.json")):
+        return run, 0.0
     t0 = time.perf_counter()
     edgetl.train(task["train_dir"], run, progress=False)
-    train_s = time.perf_counter() - t0
+    return run, time.perf_counter() - t0
+
+
+def run_task(task: dict, root: str, seeds: int, log, cached: str | None = None) -> dict:
+    from edgetl.runtime import Personalizer
+
+    run, train_s = train_bundle(task, root, cached)
     with open(os.path.join(run, "metrics.json")) as fh:
         chosen = json.load(fh)["chosen"]
     base = Personalizer(run, os.path.join(root, "unused"))
@@ -211,7 +226,8 @@ def run_task(task: dict, root: str, seeds: int, log) -> dict:
     device_s = time.perf_counter() - t_dev
     log(f"  {task['name']}: {chosen['tap']} at {chosen['image_size']} px ({chosen['dim']}-d), old accuracy "
         f"{acc_before:.3f}; train {train_s:.0f} s, device {device_s:.0f} s")
-    shutil.rmtree(run)
+    if not cached:
+        shutil.rmtree(run)
     return {"task": task["name"], "chosen": chosen, "old_classes": old_labels, "old_test_images": len(old_paths),
             "old_acc_before": acc_before, "train_s": train_s, "device_s": device_s, "trials": trials}
 
@@ -260,11 +276,14 @@ def print_table(summary: dict, log) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=["digits", "gcompris_photos", "qabcs_photos", "fashion"],
-                        choices=["digits", "fashion", "gcompris_photos", "qabcs_photos", "tuxpaint_stamps"])
+                        choices=["digits", "fashion", "gcompris_photos", "qabcs_photos", "tuxpaint_stamps",
+                                 "emoji_icons"])
     parser.add_argument("--seeds", type=int, default=5, help="random draws of the k photos per new class")
     parser.add_argument("--fashion-train", type=int, default=100, help="train images per old Fashion-MNIST class")
     parser.add_argument("--out-json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--bundle-cache", help="keep the trained bundles in this folder and reuse them on the next "
+                        "run (to compare on-device methods on the same bundles; delete it when edgetl train changes)")
     args = parser.parse_args(argv)
 
     from bench_foundation import git_state, machine_info
@@ -284,8 +303,9 @@ def main(argv=None) -> int:
             if not tasks:
                 continue
             print(f"{kind}:", flush=True)
-            results[kind] = [run_task(t, os.path.join(root, f"task{i}"), args.seeds,
-                                      lambda m: print(m, flush=True)) for i, t in enumerate(tasks)]
+            results[kind] = [run_task(t, os.path.join(root, f"task{i}"), args.seeds, lambda m: print(m, flush=True),
+                                      os.path.join(os.path.abspath(args.bundle_cache), kind, f"task{i}")
+                                      if args.bundle_cache else None) for i, t in enumerate(tasks)]
             summary[kind] = summarise(results[kind])
     finally:
         if args.keep:

@@ -157,6 +157,12 @@ def test_head_that_cannot_be_used_is_refused(run):
     _rewrite_safetensors(path, lambda arrays: arrays["exemplar_labels"].__setitem__(0, 99))  # names no class
     with pytest.raises(BundleError, match="head.safetensors' does not match the bundle's 3 labels"):
         read_device_files(run)
+    _rewrite_safetensors(path, lambda arrays: arrays["exemplar_labels"].__setitem__(0, 0))
+    read_device_files(run)
+    # An exemplar_optimism that does not fit the exemplars (one value short).
+    _rewrite_safetensors(path, lambda arrays: arrays.__setitem__("exemplar_optimism", arrays["exemplar_optimism"][:-1]))
+    with pytest.raises(BundleError, match="head.safetensors' does not match the bundle's 3 labels"):
+        read_device_files(run)
 
 
 def _set_dims(path: str, where: str, name: str, index: int, value: int) -> None:

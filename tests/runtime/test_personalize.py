@@ -359,3 +359,61 @@ def test_labels_with_control_characters_are_refused(shared, tmp_path, capsys, la
     one_line_refusal(["device", "add", shared["run"], str(tmp_path / "s"), "--label", label, shared["images"][0]],
                        capsys, "contains control characters")
     assert not (tmp_path / "s").exists()
+
+
+def test_budget_bias_takes_the_budgeted_share_of_each_old_class():
+    """_budget_bias: on thresholds drawn from two normal classes, the new
+    class (won when bias > t) takes about OLD_LOSS_BUDGET of fresh draws of
+    them, on average over the classes: a normal tail, not the sample minimum
+    (which, with 20 examples a class, would give away ~5 % each)."""
+    from edgetl.runtime.personalize import OLD_LOSS_BUDGET, _budget_bias
+
+    rng = np.random.default_rng(0)
+    taken = []
+    for _ in range(200):
+        t = np.concatenate([rng.normal(2.0, 1.0, 20), rng.normal(5.0, 2.0, 20)])
+        bias = _budget_bias(t, np.repeat([0, 1], 20))
+        fresh = np.concatenate([rng.normal(2.0, 1.0, 2000), rng.normal(5.0, 2.0, 2000)])
+        taken.append((fresh < bias).mean())
+    assert 0.5 * OLD_LOSS_BUDGET < np.mean(taken) < 2 * OLD_LOSS_BUDGET, np.mean(taken)
+    assert _budget_bias(np.array([1.0, 2.0]), np.array([0, 1])) is None  # one example a class: no spread
+
+
+def test_exemplar_optimism_is_measured_out_of_fold(shared):
+    """head.safetensors carries, per exemplar, how much higher the head's best
+    logit is on it than a head fitted without it gets: positive on average
+    (the head trained on them), and read by the device."""
+    head = load_file(os.path.join(shared["run"], "head.safetensors"))
+    optimism = head["exemplar_optimism"]
+    assert optimism.shape == head["exemplar_labels"].shape and optimism.dtype == np.float32
+    assert optimism.mean() > 0, optimism
+    p = Personalizer(shared["run"], "/nonexistent/unused-state")
+    z = p._standardise(p.stored_features).astype(np.float64)
+    top = (z @ p.weight.T.astype(np.float64) + p.bias).max(axis=1)
+    np.testing.assert_allclose(p._honest_top(z), top - optimism, rtol=1e-6, atol=1e-6)
+
+
+def test_imprinted_bias_stays_within_the_old_classes_budget(shared, tmp_path):
+    """A new class imprinted from a few photos: its bias is the lower of the
+    new class's leave-one-out recall bound and the old classes' budget, so it
+    never exceeds the budget computed on the honest (out-of-fold) thresholds."""
+    from edgetl.runtime.personalize import FOLDS, _budget_bias, _shrinkage_solve, fold_of
+
+    p = Personalizer(shared["run"], tmp_path / "state")
+    z_old = p._standardise(p.stored_features).astype(np.float64)
+    labels = p.stored_labels
+    images = shared["images"]
+    p.add_examples(images[:4], "first-four")
+    z_new = p._standardise(p.stored_features[-4:]).astype(np.float64)
+    length = float(np.median(np.linalg.norm(p.weight[:-1], axis=1)))
+    centre = z_new.mean(axis=0)[:, None]
+    folds, score = fold_of(labels), np.zeros(len(labels))
+    for f in range(FOLDS):
+        out = folds == f
+        v = _shrinkage_solve(z_old[~out], labels[~out], centre)[:, 0]
+        score[out] = z_old[out] @ (length * v / np.linalg.norm(v))
+    p_old = Personalizer(shared["run"], tmp_path / "other")
+    budget = _budget_bias(p_old._honest_top(z_old) - score, labels)
+    assert budget is not None and p.bias[-1] <= np.float32(budget) + 1e-5
+    # The row is the discriminant direction at the other rows' median length.
+    assert np.linalg.norm(p.weight[-1]) == pytest.approx(length, rel=1e-5)

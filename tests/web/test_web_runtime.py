@@ -125,6 +125,36 @@ def test_a_fit_in_the_browser_matches_personalizer_fit(browser, digits_bundle, t
     assert page_errors == []
 
 
+def test_imprinting_in_the_browser_matches_personalizer(browser, digits_bundle, tmp_path, page_errors):
+    """A new class from 5 photos and another from 1, no fit: the browser's
+    imprinted rows and biases (shrinkage discriminant, out-of-fold scores of
+    the stored examples, the bundle's exemplar_optimism, leave-one-out bias)
+    equal Personalizer's."""
+    run = digits_bundle.fp32_dir
+    assert "exemplar_optimism" in load_safetensors(open(os.path.join(run, "head.safetensors"), "rb").read())
+    new = digits_bundle.new
+    with serve(run) as url:
+        context, page = open_harness(browser, url, page_errors)
+        b64 = page.evaluate("""async ([five, one]) => {
+            const m = await edgetl.load('./web/', {restore: false});
+            await m.addExamples(await Promise.all(five.map(blobOf)), 'seven');
+            await m.addExamples(await Promise.all(one.map(blobOf)), 'lone');
+            const bytes = new Uint8Array(await m.exportState().arrayBuffer());
+            let s = ''; for (const b of bytes) s += String.fromCharCode(b);
+            return btoa(s);
+        }""", [[u for u, _p in new[:5]], [new[5][0]]])
+        context.close()
+    state = load_safetensors(base64.b64decode(b64))
+    p = Personalizer(run, tmp_path / "state")
+    p.add_examples([path for _u, path in new[:5]], "seven")
+    p.add_examples([new[5][1]], "lone")
+    for name, ours in (("weight", p.weight), ("bias", p.bias)):
+        rel = np.abs(state[name] - ours).max() / np.abs(ours).max()
+        print(f"imprint {name}: max relative difference {rel:.2e}")
+        assert rel <= 1e-4
+    assert page_errors == []
+
+
 def test_the_state_survives_a_reload_and_a_reset_forgets_it(browser, digits_bundle, page_errors):
     urls = [u for u, _p in digits_bundle.new[:5]]
     with serve(digits_bundle.run_dir) as url:

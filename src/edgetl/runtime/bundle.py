@@ -9,7 +9,9 @@ For learning on the device it also holds the same model in three parts:
 ``features``), ``head.safetensors`` (``weight`` C x D and ``bias`` C acting on
 standardised features, the standardisation ``mean`` and ``scale``, and
 ``exemplar_features`` / ``exemplar_labels``: a few training features per class
-so old classes are rehearsed when new ones are learned) and ``train_step.onnx``
+so old classes are rehearsed when new ones are learned; optionally
+``exemplar_optimism``, how much higher the head's best logit is on each
+exemplar than out of fold) and ``train_step.onnx``
 (one gradient step of the head; see ``edgetl.export.train_step``).
 
 This module is the one reader of a run folder: :func:`read_bundle` and
@@ -189,7 +191,7 @@ class DeviceFiles:
     bundle: Bundle  # labels and InputSpec
     features_path: str  # features.onnx or features.int8.onnx
     train_step_path: str
-    head: dict  # weight, bias, mean, scale, exemplar_features, exemplar_labels (numpy)
+    head: dict  # weight, bias, mean, scale, exemplar_features, exemplar_labels (+ exemplar_optimism) (numpy)
     l2: float
 
 
@@ -226,7 +228,8 @@ def _read_head(path: str, num_labels: int, again: str) -> tuple[dict, float]:
             or head["mean"].shape != shape[1:] or head["scale"].shape != shape[1:]
             or head["exemplar_features"].ndim != 2 or head["exemplar_features"].shape[1:] != shape[1:]
             or ex_labels.shape != head["exemplar_features"].shape[:1] or ex_labels.dtype.kind not in "iu"
-            or (ex_labels.size and not (0 <= ex_labels.min() and ex_labels.max() < num_labels))):
+            or (ex_labels.size and not (0 <= ex_labels.min() and ex_labels.max() < num_labels))
+            or ("exemplar_optimism" in head and head["exemplar_optimism"].shape != ex_labels.shape)):
         raise mismatch
     check_finite(head, path, again)
     if (head["scale"] <= 0).any():  # features divided by it: infinity

@@ -89,6 +89,39 @@ def exemplar_rows(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
+# Parts of the training rows for exemplar_optimism: each exemplar is scored by a head fitted without its
+# fifth of the rows (five heads); as for the device's folds, the usual compromise between honest scores
+# and heads close to the one that ships.
+OPTIMISM_FOLDS = 5
+
+
+def exemplar_optimism(head, X: np.ndarray, y: np.ndarray, keep: np.ndarray, seed: int) -> np.ndarray:
+    """Per exemplar row ``keep[i]``: the shipped ``head``'s best logit on it
+    minus the best logit of the same kind of head (same settings) fitted
+    without it (OPTIMISM_FOLDS parts, stratified). The head trained on its
+    exemplars, so their logits are higher than a new photo of the same class
+    gets; the device (``Personalizer._imprint``) subtracts this to judge how
+    far a new class may reach into the old ones on honest numbers. 0 where
+    a part leaves a class without rows to fit."""
+    y = np.asarray(y, np.int64)
+    num_classes = int(y.max()) + 1
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(y), np.int64)
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        folds[rows] = np.arange(len(rows)) % OPTIMISM_FOLDS
+    inside = head.decision_function(X[keep]).max(axis=1)
+    outside = inside.copy()
+    for f in range(OPTIMISM_FOLDS):
+        scored = folds[keep] == f
+        train = folds != f
+        if not scored.any() or len(np.unique(y[train])) < num_classes:
+            continue
+        fold_head = type(head)(**head.get_params()).fit(X[train], y[train], num_classes=num_classes)
+        outside[scored] = fold_head.decision_function(X[keep[scored]]).max(axis=1)
+    return np.ascontiguousarray(inside - outside, np.float32)
+
+
 def exemplar_storage(features: np.ndarray) -> np.ndarray:
     """The exemplars as head.safetensors keeps them: float16 (half the bytes a
     phone or a web page downloads; rehearsal needs no more precision), float32
@@ -104,10 +137,13 @@ def write_labels(folder: str, labels: list[str]) -> None:
 
 
 def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y_train: np.ndarray,
-                       calibration, seed: int, model_head=None) -> None:
+                       calibration, seed: int, model_head=None, optimism: bool = True) -> None:
     """features.onnx (+ int8), model.onnx (+ int8) = the same feature models
     with ``model_head`` (default: ``head``) on top, head.safetensors (the
-    softmax ``head``: what the device trains) and train_step.onnx."""
+    softmax ``head``: what the device trains, its exemplars and, with
+    ``optimism``, their ``exemplar_optimism``: ``head`` must then be a head
+    fitted on ``X_train``, ``y_train`` that ``type(head)(**head.get_params())``
+    fits again) and train_step.onnx."""
     import onnx
     from safetensors.numpy import save_file
 
@@ -121,6 +157,7 @@ def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y
         onnx.save(append_head(onnx.load(os.path.join(folder, features_name)), model_head or head),
                   os.path.join(folder, model_name))
     keep = exemplar_rows(y_train, EXEMPLARS_PER_CLASS, seed)
+    extra = {"exemplar_optimism": exemplar_optimism(head, X_train, y_train, keep, seed)} if optimism else {}
     save_file({
         "weight": np.ascontiguousarray(head.coef_, np.float32),
         "bias": np.ascontiguousarray(head.intercept_, np.float32),
@@ -128,6 +165,7 @@ def write_device_files(folder: str, features_model, head, X_train: np.ndarray, y
         "scale": np.ascontiguousarray(head.scale_, np.float32),
         "exemplar_features": exemplar_storage(X_train[keep]),
         "exemplar_labels": np.ascontiguousarray(y_train[keep], np.int64),
+        **extra,
     }, os.path.join(folder, HEAD), metadata={"format": "edgetl.head/1", "kind": "softmax", "l2": repr(float(head.l2))})
     onnx.save(build_train_step(head.mean_, head.scale_), os.path.join(folder, TRAIN_STEP))
 

@@ -208,7 +208,9 @@ def train_finetuned(config, folder, strategy: str, plan, input_spec, *, cache_di
                                   os.path.join(state_dir, "backbone.onnx"), ["features"])
         features = feature_model(onnx_path, used.classes, input_spec, config.backbone)
         calib = calibration_batches(used.paths, input_spec, config.seed)
-        write_device_files(tmp_dir, features, head, feats, trained.y_all[keep], calib, config.seed)
+        # No exemplar_optimism: this head is the fine-tuned network's last layer, not a head that
+        # refitting on the exemplars' features reproduces.
+        write_device_files(tmp_dir, features, head, feats, trained.y_all[keep], calib, config.seed, optimism=False)
         timings["bundle_s"] = time.perf_counter() - t
         t = time.perf_counter()
         agreement = check_agreement(tmp_dir, val_paths, val_pred, y_val, config.seed, fix=again)

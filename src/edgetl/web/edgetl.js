@@ -208,6 +208,159 @@ function softmaxRow(logits) {
   return e.map((v) => v / sum);
 }
 
+// Imprinting a new class (Personalizer._imprint in personalize.py: the same steps, the same constants,
+// whose reasons are written there).
+const SHRINK = 10;
+const FOLDS = 5;
+const OLD_LOSS_BUDGET = 0.01;
+const Z_NEW_CLASS_RECALL = 1.6448536269514722; // the normal quantile of NEW_CLASS_RECALL = 0.95
+const Z_OLD_LOSS_BUDGET = 2.3263478740408408; // the normal quantile of 1 - OLD_LOSS_BUDGET
+const BISECTIONS = 100;
+
+/** solve(x) = (S + a I)^-1 (x - centre) (_shrinkage_solve): S the within-class
+ * scatter of the rows `rows` of the standardised features z (n x d), a =
+ * SHRINK tr(S)/d, centre the mean of the class means; by the Woodbury identity
+ * (one Cholesky of an m x m matrix, m = rows.length). */
+function shrinkageSolver(z, labels, rows, d) {
+  const m = rows.length;
+  const classes = [...new Set(rows.map((i) => labels[i]))].sort((a, b) => a - b);
+  const slot = new Map(classes.map((cls, i) => [cls, i]));
+  const means = classes.map(() => new Float64Array(d));
+  const counts = new Float64Array(classes.length);
+  for (const i of rows) {
+    const s = slot.get(labels[i]);
+    counts[s] += 1;
+    for (let j = 0; j < d; j++) means[s][j] += z[i * d + j];
+  }
+  means.forEach((mean, s) => { for (let j = 0; j < d; j++) mean[j] /= counts[s]; });
+  const centre = new Float64Array(d);
+  for (const mean of means) for (let j = 0; j < d; j++) centre[j] += mean[j];
+  for (let j = 0; j < d; j++) centre[j] /= means.length;
+  const dev = new Float64Array(m * d);
+  rows.forEach((i, r) => {
+    const mean = means[slot.get(labels[i])];
+    for (let j = 0; j < d; j++) dev[r * d + j] = z[i * d + j] - mean[j];
+  });
+  const L = new Float64Array(m * m);
+  let trace = 0;
+  for (let i = 0; i < m; i++) {
+    for (let k = 0; k <= i; k++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += dev[i * d + j] * dev[k * d + j];
+      L[i * m + k] = s;
+    }
+    trace += L[i * m + i];
+  }
+  trace /= m;
+  if (!(trace > 0)) return (x) => Float64Array.from(x, (v, j) => v - centre[j]);
+  const a = (SHRINK * trace) / d;
+  for (let i = 0; i < m; i++) L[i * m + i] += m * a;
+  for (let j = 0; j < m; j++) { // Cholesky, lower triangle in place
+    let s = L[j * m + j];
+    for (let k = 0; k < j; k++) s -= L[j * m + k] ** 2;
+    const diag = Math.sqrt(s);
+    L[j * m + j] = diag;
+    for (let i = j + 1; i < m; i++) {
+      let t = L[i * m + j];
+      for (let k = 0; k < j; k++) t -= L[i * m + k] * L[j * m + k];
+      L[i * m + j] = t / diag;
+    }
+  }
+  return (x) => {
+    const rhs = Float64Array.from(x, (v, j) => v - centre[j]);
+    const y = new Float64Array(m);
+    for (let i = 0; i < m; i++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += dev[i * d + j] * rhs[j];
+      for (let k = 0; k < i; k++) s -= L[i * m + k] * y[k];
+      y[i] = s / L[i * m + i];
+    }
+    for (let i = m - 1; i >= 0; i--) {
+      let s = y[i];
+      for (let k = i + 1; k < m; k++) s -= L[k * m + i] * y[k];
+      y[i] = s / L[i * m + i];
+    }
+    for (let i = 0; i < m; i++) for (let j = 0; j < d; j++) rhs[j] -= dev[i * d + j] * y[i];
+    return rhs.map((v) => v / a);
+  };
+}
+
+/** Phi(x) through erf by Abramowitz & Stegun 7.1.26 (_normal_cdf). */
+function normalCdf(x) {
+  const y = Math.abs(x) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * y);
+  const poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  const erf = 1 - poly * Math.exp(-y * y);
+  return 0.5 * (1 + (x < 0 ? -erf : erf));
+}
+
+/** Student's t quantile with nu degrees of freedom at the normal quantile z (Cornish-Fisher, _student_quantile). */
+function studentQuantile(nu, z) {
+  return z + (z ** 3 + z) / (4 * nu) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * nu ** 2);
+}
+
+/** The bias at which the new class takes OLD_LOSS_BUDGET of an old class's
+ * photos on average over the classes, each class's thresholds taken as normal,
+ * the spread widened by Student's t over the normal quantile (_budget_bias);
+ * null when no class has two examples that differ. */
+function budgetBias(tOld, labels) {
+  const mus = [];
+  const sds = [];
+  for (const cls of [...new Set(labels)].sort((a, b) => a - b)) {
+    const t = [];
+    for (let i = 0; i < tOld.length; i++) if (labels[i] === cls) t.push(tOld[i]);
+    if (t.length < 2) continue;
+    const mu = t.reduce((a, b) => a + b, 0) / t.length;
+    const sd = Math.sqrt(t.reduce((a, v) => a + (v - mu) ** 2, 0) / (t.length - 1)) * Math.sqrt(1 + 1 / t.length)
+      * studentQuantile(t.length - 1, Z_OLD_LOSS_BUDGET) / Z_OLD_LOSS_BUDGET;
+    if (sd > 0) { mus.push(mu); sds.push(sd); }
+  }
+  if (!mus.length) return null;
+  let lo = Math.min(...mus.map((mu, i) => mu - 10 * sds[i]));
+  let hi = Math.max(...mus.map((mu, i) => mu + 10 * sds[i]));
+  for (let it = 0; it < BISECTIONS; it++) {
+    const mid = 0.5 * (lo + hi);
+    let share = 0;
+    for (let i = 0; i < mus.length; i++) share += normalCdf((mid - mus[i]) / sds[i]);
+    if (share / mus.length > OLD_LOSS_BUDGET) hi = mid;
+    else lo = mid;
+  }
+  return lo;
+}
+
+/** The balanced-accuracy threshold between the new examples' tNew (won when
+ * bias > t) and the stored ones' tOld, the middle of the best interval (_separating_bias). */
+function separatingBias(tNew, tOld) {
+  tNew = Float64Array.from(tNew).sort();
+  tOld = Float64Array.from(tOld).sort();
+  const cuts = [...new Set([...tNew, ...tOld])].sort((a, b) => a - b);
+  const mids = [cuts[0] - 1];
+  for (let i = 0; i + 1 < cuts.length; i++) mids.push((cuts[i] + cuts[i + 1]) / 2);
+  mids.push(cuts[cuts.length - 1] + 1);
+  const scores = [];
+  let iNew = 0;
+  let iOld = 0;
+  for (const mid of mids) {
+    while (iNew < tNew.length && tNew[iNew] < mid) iNew++;
+    while (iOld < tOld.length && tOld[iOld] < mid) iOld++;
+    const kept = tOld.length ? (tOld.length - iOld) / tOld.length : 1;
+    scores.push(iNew / tNew.length + kept);
+  }
+  const top = Math.max(...scores);
+  const best = mids.filter((_, i) => scores[i] === top);
+  return best[best.length >> 1];
+}
+
+/** Each row's part: its rank among the rows of its class, modulo FOLDS (fold_of). */
+function foldOf(labels) {
+  const seen = new Map();
+  return Int32Array.from(labels, (cls) => {
+    const r = seen.get(cls) ?? 0;
+    seen.set(cls, r + 1);
+    return r % FOLDS;
+  });
+}
+
 export class Model {
   constructor(base, info, session, head) {
     this.base = base;
@@ -357,67 +510,96 @@ export class Model {
     return images.length;
   }
 
-  /** A new class row from its examples alone (Personalizer._imprint): the
-   * direction of their mean at the median length of the other rows, and the
-   * bias that best separates them from the stored examples (balanced accuracy,
-   * middle of the best interval). */
-  _imprint(zNew, nNew) {
+  /** A new class row from its examples alone (Personalizer._imprint): a
+   * shrinkage discriminant direction at the median length of the other rows;
+   * the bias set on honest numbers (the stored examples scored out of fold,
+   * their best logits less the bundle's exemplar_optimism, the new examples
+   * leave-one-out): at most the new class's NEW_CLASS_RECALL bound and the
+   * OLD_LOSS_BUDGET bias (budgetBias); with one example the balanced-accuracy
+   * threshold (separatingBias) within the same budget. */
+  _imprint(zNew, k) {
     const d = this.dim;
     const c = this._labels.length;
+    const n = this._featureLabels.length;
+    const labels = Array.from(this._featureLabels);
     const norms = [];
-    for (let k = 0; k < c; k++) {
+    for (let r = 0; r < c; r++) {
       let s = 0;
-      for (let j = 0; j < d; j++) s += this.weight[k * d + j] ** 2;
+      for (let j = 0; j < d; j++) s += this.weight[r * d + j] ** 2;
       norms.push(Math.fround(Math.sqrt(s)));
     }
     const length = median(norms);
-    const centre = new Float64Array(d);
-    for (let i = 0; i < nNew; i++) for (let j = 0; j < d; j++) centre[j] += zNew[i * d + j];
-    let norm = 0;
-    for (let j = 0; j < d; j++) {
-      centre[j] = Math.fround(centre[j] / nNew);
-      norm += centre[j] ** 2;
-    }
-    norm = Math.max(Math.sqrt(norm), 1e-12);
-    const w = Float32Array.from(centre, (v) => (length * v) / norm);
-    const zOld = this._standardise(this._features);
-    const thresholds = (z, n) => {
-      const logits = this._logits(z, n);
-      const t = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        let best = -Infinity;
-        for (let k = 0; k < c; k++) best = Math.max(best, logits[i * c + k]);
-        let dot = 0;
-        for (let j = 0; j < d; j++) dot += z[i * d + j] * w[j];
-        t[i] = best - dot;
-      }
-      return t.sort();
+    const row = (v) => {
+      let norm = 0;
+      for (let j = 0; j < d; j++) norm += v[j] * v[j];
+      norm = Math.max(Math.sqrt(norm), 1e-12);
+      return v.map((x) => (length * x) / norm);
     };
-    const tNew = thresholds(zNew, nNew);
-    const tOld = thresholds(zOld, this._featureLabels.length);
-    const cuts = [...new Set([...tNew, ...tOld])].sort((a, b) => a - b);
-    const mids = [cuts[0] - 1];
-    for (let i = 0; i + 1 < cuts.length; i++) mids.push((cuts[i] + cuts[i + 1]) / 2);
-    mids.push(cuts[cuts.length - 1] + 1);
-    // With bias b the new class wins on an example exactly when b > t.
-    const scores = [];
-    let iNew = 0;
-    let iOld = 0;
-    for (const m of mids) {
-      while (iNew < tNew.length && tNew[iNew] < m) iNew++;
-      while (iOld < tOld.length && tOld[iOld] < m) iOld++;
-      const kept = tOld.length ? (tOld.length - iOld) / tOld.length : 1;
-      scores.push(iNew / tNew.length + kept);
+    const dot = (z, i, v) => {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += z[i * d + j] * v[j];
+      return s;
+    };
+    const zOld = this._standardise(this._features);
+    const centreNew = new Float64Array(d);
+    for (let i = 0; i < k; i++) for (let j = 0; j < d; j++) centreNew[j] += zNew[i * d + j];
+    for (let j = 0; j < d; j++) centreNew[j] /= k;
+    const all = labels.map((_, i) => i);
+    const solveAll = shrinkageSolver(zOld, labels, all, d);
+    const w = Float32Array.from(row(solveAll(centreNew)));
+    // The stored examples' honest thresholds: each part scored by the row built from the others.
+    const folds = foldOf(labels);
+    const scoreOld = new Float64Array(n);
+    for (let f = 0; f < FOLDS; f++) {
+      const inside = all.filter((i) => folds[i] !== f);
+      if (inside.length === n || !inside.length) continue;
+      const v = row(shrinkageSolver(zOld, labels, inside, d)(centreNew));
+      for (let i = 0; i < n; i++) if (folds[i] === f) scoreOld[i] = dot(zOld, i, v);
     }
-    const top = Math.max(...scores);
-    const best = mids.filter((_, i) => scores[i] === top);
+    const top = (z, m) => {
+      const logits = this._logits(z, m);
+      const out = new Float64Array(m);
+      for (let i = 0; i < m; i++) {
+        let best = -Infinity;
+        for (let r = 0; r < c; r++) best = Math.max(best, logits[i * c + r]);
+        out[i] = best;
+      }
+      return out;
+    };
+    const topOld = top(zOld, n);
+    const optimism = this._head.arrays.exemplar_optimism?.data;
+    const bundleLabels = this._head.arrays.exemplar_labels.data;
+    const nb = bundleLabels.length;
+    if (optimism && n >= nb && labels.slice(0, nb).every((cls, i) => cls === Number(bundleLabels[i]))) {
+      for (let i = 0; i < nb; i++) topOld[i] -= optimism[i];
+    }
+    const tOld = Float64Array.from(topOld, (t, i) => t - scoreOld[i]);
+    const topNew = top(zNew, k);
+    const budget = budgetBias(tOld, labels);
+    let newBias = null;
+    if (k >= 2) {
+      const tLoo = new Float64Array(k);
+      for (let i = 0; i < k; i++) {
+        const others = Float64Array.from(centreNew, (v, j) => (k * v - zNew[i * d + j]) / (k - 1));
+        tLoo[i] = topNew[i] - dot(zNew, i, row(solveAll(others)));
+      }
+      let m = 0;
+      for (const t of tLoo) m += t;
+      m /= k;
+      let ss = 0;
+      for (const t of tLoo) ss += (t - m) ** 2;
+      const s = Math.sqrt(ss / (k - 1)) * Math.sqrt(1 + 1 / k);
+      if (s > 0 && Number.isFinite(s)) newBias = m + studentQuantile(k - 1, Z_NEW_CLASS_RECALL) * s;
+    }
+    if (newBias === null) newBias = separatingBias(Float64Array.from(topNew, (t, i) => t - dot(zNew, i, w)), tOld);
+    if (budget !== null) newBias = Math.min(newBias, budget);
     const weight = new Float32Array(this.weight.length + d);
     weight.set(this.weight);
     weight.set(w, this.weight.length);
     this.weight = weight;
     const bias = new Float32Array(this.bias.length + 1);
     bias.set(this.bias);
-    bias[this.bias.length] = best[best.length >> 1];
+    bias[this.bias.length] = newBias;
     this.bias = bias;
   }
 

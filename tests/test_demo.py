@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from edgetl.training.rundir import RUN_MARKER, read_run_marker, write_run_marker
 
 
+@pytest.mark.slow  # the whole demo (~30 s): the full suite; its parts are tested on their own
 def test_demo_end_to_end(tmp_path):
     out_dir = tmp_path / "demo-run"
     # An earlier demo run (the run marker says the demo made it) is replaced by the new one...

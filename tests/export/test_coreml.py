@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from edgetl.export import export_model
 from edgetl.export.coreml import inspect_coreml
 
@@ -44,6 +46,7 @@ def test_coreml_normalisation_is_inside_the_program(bundle):
     assert first[:2] == ["sub", "mul"], first
 
 
+@pytest.mark.slow  # a second conversion (~4 s): the full suite
 def test_coreml_export_over_an_earlier_one(bundle):
     """A second export replaces the package folder whole (no stale files, no debris)."""
     run_dir, _ = bundle

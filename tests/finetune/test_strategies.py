@@ -273,6 +273,7 @@ def test_resume_without_a_checkpoint_and_head_resume_are_refused(digits_dir, tmp
         train(digits_dir, tmp_path / "none", strategy="head", resume=True)
 
 
+@pytest.mark.slow  # a whole auto run (~10 s): the full suite
 def test_auto_with_few_photos_takes_the_searched_head_path(digits_dir, tmp_path):
     out = tmp_path / "auto"
     result = train(digits_dir, out, strategy="auto", search="off")

@@ -348,7 +348,7 @@ def check_config(data: bytes) -> None:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(config.to_toml())
             saved = config.replace(data_dir=os.path.abspath(config.data_dir), out=os.path.abspath(config.out),
-                                   **{name: False for name in NOT_SAVED})
+                                   **{name: TrainConfig.__dataclass_fields__[name].default for name in NOT_SAVED})
             assert TrainConfig.from_toml(path) == saved
 
 

@@ -71,7 +71,7 @@ def _sample(f):
                "weights": ("w.pth", "w.pth"), "search": ("off", "off"), "tap": ("block7", "block7"),
                "heads": ("ncm,mlp", ("ncm", "mlp")), "image_sizes": ("112,56", (112, 56)),
                "max_macs": ("40M", "40M"), "strategy": ("last-2", "last-2"), "crop_fraction": ("0.5", 0.5),
-               "val_split": ("0.3", 0.3)}
+               "val_split": ("0.3", 0.3), "engine": ("ray", "ray"), "ray_address": ("auto", "auto")}
     if f.name in samples:
         return samples[f.name]
     kind = f.metadata["type"]
@@ -134,6 +134,7 @@ def test_every_setting_is_a_flag_a_config_key_and_a_saved_value(tmp_path):
     ("search", "maybe", "--search must be 'on' or 'off'"),
     ("max_macs", "lots", "--max-macs must be a number"),
     ("strategy", "everything", "Unknown strategy 'everything'"),
+    ("engine", "spark", "--engine must be 'local' or 'ray'"),
 ])
 def test_a_wrong_setting_is_one_line_naming_it(tmp_path, capsys, key, value, words):
     from edgetl.errors import DataError

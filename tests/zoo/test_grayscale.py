@@ -60,6 +60,7 @@ def test_first_layer_does_a_third_of_the_work():
     assert stem_gray * 3 == stem_rgb
 
 
+@pytest.mark.slow  # a whole train (~9 s): the full suite; the grey decision itself is tested above
 def test_train_uses_one_channel_for_gray_folders(tmp_path):
     from conftest import make_shapes_folder
 

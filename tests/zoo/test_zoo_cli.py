@@ -35,6 +35,7 @@ def test_missing_weights_name_fetch_and_import(weights_dir, tmp_path, capsys):
     assert "edgetl weights fetch" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # train + imagenet on imported weights (~7 s): the full suite
 def test_train_and_imagenet_with_imported_weights(weights_dir, tmp_path, capsys):
     from conftest import make_shapes_folder
 

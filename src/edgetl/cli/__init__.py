@@ -27,7 +27,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 # The command groups, in the order 'edgetl --help' lists them. A new group is
 # one module with a register() function, named here.
-GROUPS = ("demo", "zoo", "train", "evaluate", "device", "export", "studio")
+GROUPS = ("demo", "zoo", "train", "extract", "evaluate", "device", "export", "studio")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,12 +79,15 @@ def cmd_plan(args) -> int:
 _PARSE = {int: int, float: float, str: str, tuple: str}
 
 
-def add_train_flags(p) -> None:
-    """One flag per TrainConfig field; every default is None ("not given"),
-    so the --config file and then TrainConfig's own default apply."""
+def add_train_flags(p, only: tuple[str, ...] | None = None, helps: dict | None = None,
+                    metavars: dict | None = None) -> None:
+    """One flag per TrainConfig field (``only``: these fields; ``helps``,
+    ``metavars``: others than the field's); every default is None ("not
+    given"), so the --config file and then TrainConfig's own default apply."""
     for f in fields(TrainConfig):
-        meta = f.metadata
-        if meta["flag"] == "":  # Python and config files only
+        meta = dict(f.metadata, help=(helps or {}).get(f.name, f.metadata["help"]),
+                    metavar=(metavars or {}).get(f.name, f.metadata["metavar"]))
+        if meta["flag"] == "" or (only is not None and f.name not in only):  # "": Python and config files only
             continue
         if f.name == "data_dir":
             p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", default=None)

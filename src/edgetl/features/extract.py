@@ -47,6 +47,7 @@ class Extraction:
     num_cached: int = 0
     # Taps graph: where each tap sits in a row ({"final": all of it} otherwise).
     tap_slices: dict[str, slice] = field(default_factory=dict)
+    keys: list = field(default_factory=list)  # sha256 of each row's image (what keys the cache)
 
     def tap(self, name: str) -> np.ndarray:
         """The features of tap ``name`` (``"final"``: the backbone's features;
@@ -128,13 +129,15 @@ class FeatureExtractor:
         num_workers: int = 2,
         num_threads: int | None = None,
         spinning: bool = True,
+        use_cache: bool = True,
     ):
         self.graph = graph
         self.batch_size = batch_size
         self.num_workers = max(1, num_workers)
         self.session = make_session(graph.onnx_path, num_threads=num_threads, spinning=spinning)
-        folder = cache_path(cache_dir, "features", graph.key)
-        self.cache = FeatureCache(folder, dim=_row_width(graph))
+        # use_cache=False: the session alone (a Ray worker; the driver holds the cache).
+        self.cache = FeatureCache(cache_path(cache_dir, "features", graph.key), dim=_row_width(graph)) \
+            if use_cache else None
         self.outputs = graph.feature_outputs
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -185,10 +188,10 @@ def _check_finite(extractor: FeatureExtractor, feats: np.ndarray, paths: list[st
                            f"its weights hold NaN or Inf or overflow; pass other --weights")
 
 
-def _take(extractors: list[FeatureExtractor], paths: list[str], chunk: list[int], prepared, state: _Pass) -> None:
-    """A decoded chunk: keys brought up to what was decoded, then run through
-    every extractor whose cache lacks it."""
-    batches, ok, digests, errors = prepared
+def note_decoded(paths: list[str], chunk: list[int], digests: list, errors: list, state: _Pass) -> None:
+    """What reading a chunk found (``_prepare_many``'s digests and errors, by
+    position in ``chunk``): keys brought up to what was decoded, unreadable
+    files and undecodable contents recorded. Every engine's bookkeeping."""
     keys = state.keys
     for pos, digest in enumerate(digests):
         i = chunk[pos]
@@ -200,16 +203,29 @@ def _take(extractors: list[FeatureExtractor], paths: list[str], chunk: list[int]
             state.failed[keys[chunk[pos]]] = reason
         else:
             state.lost[chunk[pos]] = reason
-    chunk_keys = [keys[chunk[pos]] for pos in ok]
+
+
+def store(extractor: FeatureExtractor, keys: list[bytes], feats: np.ndarray, paths: list[str],
+          state: _Pass) -> None:
+    """Rows computed for ``keys`` (images at ``paths``) into the extractor's cache."""
+    _check_finite(extractor, feats, paths)
+    extractor.cache.put(keys, feats)
+    state.extracted.update(keys)
+
+
+def _take(extractors: list[FeatureExtractor], paths: list[str], chunk: list[int], prepared, state: _Pass) -> None:
+    """A decoded chunk: keys brought up to what was decoded, then run through
+    every extractor whose cache lacks it."""
+    batches, ok, digests, errors = prepared
+    note_decoded(paths, chunk, digests, errors, state)
+    chunk_keys = [state.keys[chunk[pos]] for pos in ok]
     for extractor, batch in zip(extractors, batches):
         if batch is None:
             continue
         need = [j for j, k in enumerate(chunk_keys) if k not in extractor.cache]
         if need:
             feats = extractor.run_batch(batch[need] if len(need) < len(ok) else batch)
-            _check_finite(extractor, feats, [paths[chunk[ok[j]]] for j in need])
-            extractor.cache.put([chunk_keys[j] for j in need], feats)
-            state.extracted.update(chunk_keys[j] for j in need)
+            store(extractor, [chunk_keys[j] for j in need], feats, [paths[chunk[ok[j]]] for j in need], state)
 
 
 def _run_pass(extractors: list[FeatureExtractor], paths: list[str], misses: list[int], state: _Pass, pool,
@@ -244,12 +260,15 @@ def _skipped(paths: list[str], state: _Pass) -> list[dict]:
 
 
 def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: bool | None = None,
-                desc: str = "features") -> list[Extraction]:
+                desc: str = "features", run_pass=None) -> list[Extraction]:
     """One :class:`Extraction` per extractor, for the same ``paths``: each
     image is hashed, read and decoded once, then preprocessed and run for
     every extractor whose cache lacks it. Decoding happens in worker threads
     a few batches ahead of ONNX Runtime. An image replaced meanwhile is used
-    (and cached) as it was decoded; its former copies are read again."""
+    (and cached) as it was decoded; its former copies are read again.
+    ``run_pass``: how one pass over the cache misses is run (the engine):
+    ``_run_pass`` in this process by default; ``ray_engine`` on Ray Data."""
+    run_pass = run_pass or _run_pass
     skipped: list[dict] = []
     with ThreadPoolExecutor(extractors[0].num_workers) as pool:
         keys: list[bytes | None] = []
@@ -265,7 +284,7 @@ def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: 
         for _ in range(MAX_PASSES):
             if not misses:
                 break
-            _run_pass(extractors, paths, misses, state, pool, bar, rate)
+            run_pass(extractors, paths, misses, state, pool, bar, rate)
             misses = _misses(extractors, state)
             bar.total += len(misses)
             rate.total += len(misses)
@@ -284,5 +303,5 @@ def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: 
         slices = graph.tap_slices() if graph.taps else {FINAL_TAP: slice(0, feats.shape[1])}
         # Failed decodes are retried next time; they are not 'extracted'.
         out.append(Extraction(feats, ok_rows, list(skipped), num_extracted=len(state.extracted),
-                              num_cached=num_cached, tap_slices=slices))
+                              num_cached=num_cached, tap_slices=slices, keys=[keys[i] for i in ok_rows]))
     return out

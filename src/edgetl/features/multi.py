@@ -14,9 +14,10 @@ from .extract import Extraction, FeatureExtractor, extract_all
 
 def extract_many(graphs: list, paths: list[str], cache_dir: str | None = None, batch_size: int = 32,
                  num_workers: int = 2, num_threads: int | None = None, progress: bool | None = None,
-                 desc: str = "features") -> list[Extraction]:
-    """One :class:`Extraction` per graph, in order, for the same ``paths``."""
+                 desc: str = "features", run_pass=None) -> list[Extraction]:
+    """One :class:`Extraction` per graph, in order, for the same ``paths``
+    (``run_pass``: the engine's, see ``extract_all``; default in process)."""
     # Sessions take turns: without spinning, one's idle workers do not starve the next.
     extractors = [FeatureExtractor(g, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
                                    num_threads=num_threads, spinning=len(graphs) == 1) for g in graphs]
-    return extract_all(extractors, list(paths), progress, desc)
+    return extract_all(extractors, list(paths), progress, desc, run_pass)

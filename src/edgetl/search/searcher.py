@@ -59,15 +59,17 @@ class Search:
         self.protocol: dict = {}
         self.chosen: Candidate | None = None
 
-    def extract(self, paths: list[str], progress: bool | None = None):
+    def extract(self, paths: list[str], progress: bool | None = None, engine: str = "local",
+                ray_address: str | None = None):
         """Features of every tap at every size that has a candidate left
-        (and the baseline's size), one decode per image; returns the first
-        size's Extraction (its ``ok``/``skipped`` hold for all)."""
-        from ..features.multi import extract_many
+        (and the baseline's size), one decode per image, computed by
+        ``engine`` (``features.engines``); returns the first size's
+        Extraction (its ``ok``/``skipped`` hold for all)."""
+        from ..features.engines import extract_graphs
 
         t = time.perf_counter()
-        out = extract_many([self.graphs[s] for s in self.extract_sizes], list(paths), cache_dir=self.cache_dir,
-                           progress=progress, desc="extracting features")
+        out = extract_graphs([self.graphs[s] for s in self.extract_sizes], list(paths), cache_dir=self.cache_dir,
+                             engine=engine, ray_address=ray_address, progress=progress, desc="extracting features")
         self.features = dict(zip(self.extract_sizes, out))
         self.timings["features_s"] = time.perf_counter() - t
         return out[0]

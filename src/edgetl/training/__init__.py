@@ -46,6 +46,7 @@ def train(config: TrainConfig | str | os.PathLike | None = None, out_dir: str | 
     if kind == "head" and config.resume:
         raise DataError("--resume continues a fine-tuning run (--strategy bias, last-K, full, scratch); the head "
                         "strategy caches its features and restarts quickly without it")
+    _check_engine(config, kind)
     from .rundir import check_out_path, check_out_writable, claim_run
 
     check_out_path(config.out, config.data_dir)  # before --out's parent is created: never inside the data folder
@@ -64,6 +65,20 @@ def train(config: TrainConfig | str | os.PathLike | None = None, out_dir: str | 
 
             return train_head(config, folder, cache_dir=cache_dir, progress=progress)
         return _fine_tune(config, folder, cache_dir, progress)
+
+
+def _check_engine(config: TrainConfig, kind: str) -> None:
+    """--engine ray: the extra installed and a path that extracts features, refused before any work."""
+    if config.engine != "ray":
+        if config.ray_address:
+            raise DataError("--ray-address names the Ray cluster of --engine ray; add --engine ray or leave it out")
+        return
+    if kind not in ("head", "auto"):
+        raise DataError(f"--engine ray extracts the frozen base's features (--strategy head); --strategy "
+                        f"{config.strategy} fine-tunes in this process: leave out --engine ray")
+    from ..features.ray_engine import import_ray
+
+    import_ray()
 
 
 def _sweep_cache(cache_dir: str | None) -> None:

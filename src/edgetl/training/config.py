@@ -29,7 +29,8 @@ FINETUNE_DEFAULTS = {"epochs": 15, "patience": 3, "batch_size": 32, "l2": 1e-4}
 HEAD_L2_PER_IMAGE = 10.0
 
 # Settings that describe an act of this invocation, not the run: never saved in config.toml.
-NOT_SAVED = ("overwrite", "resume")
+# ray_address: the cluster this invocation ran on; a repeat elsewhere would not find it.
+NOT_SAVED = ("overwrite", "resume", "ray_address")
 
 
 def setting(default, help: str, *, type=None, flag: str | None = None, metavar: str | None = None,
@@ -140,6 +141,11 @@ class TrainConfig:
         "to fit, or the run refused before it starts", type=float, check=_positive)
     resume: bool = setting(False, "continue a fine-tuning run of RUN_DIR that was interrupted (same settings)",
                            type=bool)
+    engine: str = setting("local", "where features are extracted: local (default, this process) or ray (Ray Data "
+                          "actors, the same features; pip install 'edgetl[ray]')", type=str, choices=("local", "ray"))
+    ray_address: str | None = setting(None, "with --engine ray: the Ray cluster to join (auto: the one 'ray start' "
+                                      "runs here; HOST:PORT; default: a local Ray started for this run)", type=str,
+                                      metavar="ADDR")
 
     def __post_init__(self):
         for f in fields(self):

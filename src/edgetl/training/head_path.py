@@ -144,7 +144,8 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
     t = time.perf_counter()
     log.info("%d images in %d classes; extracting features at %s px", len(folder.paths), len(folder.classes),
              ", ".join(str(s) for s in searcher.extract_sizes))
-    extraction = searcher.extract(folder.paths, progress=progress)
+    extraction = searcher.extract(folder.paths, progress=progress, engine=config.engine,
+                                  ray_address=config.ray_address)
     timings["features_s"] = time.perf_counter() - t
     skipped = folder.skipped + extraction.skipped
     used = folder.subset(extraction.ok)

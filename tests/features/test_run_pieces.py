@@ -58,3 +58,38 @@ def test_multi_size_extraction_is_the_same_in_pieces(graphs, images, monkeypatch
         np.testing.assert_array_equal(a.ok, b.ok)
         assert a.num_extracted == b.num_extracted == len(images)
         np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-6)
+
+
+def test_hashing_pass_is_fed_a_window_at_a_time_and_keeps_the_order(tmp_path):
+    """extract_all's hashing pass: every path's sha256 (or its reason), in the
+    listing's order, with at most HASH_WINDOW files submitted to the pool at
+    once (Executor.map alone queues one Future per file: 1.7 GB for a million)."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgetl.features import extract
+
+    n = extract.HASH_WINDOW * 2 + 37
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"{i:05d}.bin"
+        if i != extract.HASH_WINDOW + 5:  # one listed file is gone
+            p.write_bytes(f"image {i}".encode())
+        paths.append(str(p))
+
+    class Counting(ThreadPoolExecutor):
+        most = 0
+
+        def map(self, fn, items, **kw):
+            items = list(items)
+            Counting.most = max(Counting.most, len(items))
+            return super().map(fn, items, **kw)
+
+    with Counting(2) as pool:
+        got = list(extract._hash_all(pool, paths))
+    assert len(got) == n and Counting.most == extract.HASH_WINDOW
+    for i, (key, err) in enumerate(got):
+        if i == extract.HASH_WINDOW + 5:
+            assert key is None and err
+        else:
+            assert key == hashlib.sha256(f"image {i}".encode()).digest() and err is None

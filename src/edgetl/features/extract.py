@@ -259,6 +259,18 @@ def _skipped(paths: list[str], state: _Pass) -> list[dict]:
     return out
 
 
+# Files hashed per round of the thread pool: Executor.map submits one Future per item up front (a million
+# paths: 1.7 GB of futures, measured), so the listing is fed to it a window at a time.
+HASH_WINDOW = 1024
+
+
+def _hash_all(pool, paths: list[str]):
+    """``_read_and_hash`` of every path, in order, in ``pool``'s threads, at
+    most HASH_WINDOW of them submitted at a time."""
+    for start in range(0, len(paths), HASH_WINDOW):
+        yield from pool.map(_read_and_hash, paths[start : start + HASH_WINDOW])
+
+
 def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: bool | None = None,
                 desc: str = "features", run_pass=None) -> list[Extraction]:
     """One :class:`Extraction` per extractor, for the same ``paths``: each
@@ -272,7 +284,7 @@ def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: 
     skipped: list[dict] = []
     with ThreadPoolExecutor(extractors[0].num_workers) as pool:
         keys: list[bytes | None] = []
-        for path, (key, err) in zip(paths, pool.map(_read_and_hash, paths, chunksize=64)):
+        for path, (key, err) in zip(paths, _hash_all(pool, paths)):
             keys.append(key)
             if err:
                 skipped.append({"path": path, "reason": err})

@@ -202,15 +202,20 @@ def git_state() -> dict:
         return {"commit": "unknown"}
 
 
-def machine_info() -> dict:
-    model = platform.processor() or "unknown"
+def cpu_model() -> str:
+    """lscpu's model name (the benchmarks record it: the CPU varies between machines)."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
+                return line.split(":", 1)[1].strip()
     except (OSError, subprocess.CalledProcessError):
         pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    model = cpu_model()
     import onnxruntime
     import torch
 

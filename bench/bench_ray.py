@@ -48,7 +48,6 @@ Prints a markdown table; every temporary file (the 1M files too) is under
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -63,19 +62,13 @@ import zlib
 
 import numpy as np
 
+from bench_foundation import cpu_model, read_idx  # bench/ is the script's folder: on sys.path
+
 DATASET = "/usr/share/datasets/fashion-mnist"
 CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 SMALL = 20  # images of the start-up runs
 SMALL_REPEATS = 3  # the start-up runs vary more: the median of 3
 FLAGS = ["--image-size", "224", "--tap", "final"]
-
-
-def read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def write_pngs(root: str, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
@@ -85,17 +78,6 @@ def write_pngs(root: str, images: np.ndarray, labels: np.ndarray, prefix: str) -
         os.makedirs(os.path.join(root, c), exist_ok=True)
     for i, (img, y) in enumerate(zip(images, labels)):
         Image.fromarray(img).save(os.path.join(root, CLASSES[int(y)], f"{prefix}{i:06d}.png"))
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def git_commit() -> str:

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -44,27 +42,18 @@ import time
 import numpy as np
 from PIL import Image
 
+from bench_foundation import cpu_model, read_idx  # bench/ is the script's folder: on sys.path
+
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle-boot"]
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return re.search(r"Model name:\s*(.+)", out).group(1).strip()
-    except Exception:
-        return platform.processor() or "unknown"
 
 
 def photos(n: int, offset: int = 0) -> tuple[list[bytes], list[str]]:
     """``n`` PNG photos and their class names, classes interleaved."""
     path = os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")
     if os.path.isfile(path):
-        with gzip.open(path) as fh:
-            images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-        with gzip.open(os.path.join(FASHION_DIR, "train-labels-idx1-ubyte.gz")) as fh:
-            labels = np.frombuffer(fh.read(), np.uint8, offset=8)
+        images, labels = read_idx(path), read_idx(os.path.join(FASHION_DIR, "train-labels-idx1-ubyte.gz"))
         names = FASHION_CLASSES
     else:
         from sklearn.datasets import load_digits

@@ -33,6 +33,26 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
+def chromium(what: str = "the browser tests"):
+    """Headless Debian chromium through Playwright (no browser download), or a
+    failure naming the package to install."""
+    import os
+
+    import pytest
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium ({what} need a real browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextlib.contextmanager
 def serve(folder: str, isolated: bool = False):
     """Serve ``folder`` on 127.0.0.1 (a free port) for the block; yields the base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=folder))

@@ -19,7 +19,7 @@ import zipfile
 
 import pytest
 
-from webtools import CHROMIUM, CHROMIUM_FLAGS
+from webtools import chromium
 
 CLASSES = ("0", "1", "2")  # 25 scans each: the search gets one or two validation images wrong
 PER_CLASS = 25
@@ -36,14 +36,8 @@ def _helpers(tools):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the end-to-end test needs a real browser)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+    with chromium("the end-to-end tests") as b:
         yield b
-        b.close()
 
 
 def digit_files(root) -> dict[str, list[str]]:

@@ -9,20 +9,14 @@ import shutil
 
 import pytest
 
-from webtools import CHROMIUM, CHROMIUM_FLAGS, HARNESS, open_harness, serve  # noqa: F401  (re-exported)
+from webtools import CHROMIUM, CHROMIUM_FLAGS, HARNESS, chromium, open_harness, serve  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")
 def browser():
     """One headless chromium for the session (each test opens its own context)."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the web tests need a real browser)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+    with chromium("the web tests") as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -219,32 +219,29 @@ class Project:
         return [{"name": c, "count": len(self.listings.get(os.path.join(self.data_root, c)))}
                 for c in self.classes()]
 
-    def add_class(self, name) -> str:
-        self.check_writable("add classes")
+    def _free_class_path(self, name) -> str:
+        """Where a new class ``name`` goes: a valid name (else 400) not taken (else 409)."""
         try:
             check_class_name(name)
         except BadName as exc:
             raise Refused(400, str(exc)) from None
+        path = os.path.join(self.data_root, name)
+        if os.path.lexists(path):
+            raise Refused(409, f"class {name!r} exists already; choose another name")
+        return path
+
+    def add_class(self, name) -> str:
+        self.check_writable("add classes")
         with self.lock:
-            path = os.path.join(self.data_root, name)
-            if os.path.lexists(path):
-                raise Refused(409, f"class {name!r} exists already; choose another name")
-            os.mkdir(path)
+            os.mkdir(self._free_class_path(name))
             self._bump()
         return name
 
     def rename_class(self, old, new) -> str:
         self.check_writable("rename classes")
         src = self.class_dir(old)
-        try:
-            check_class_name(new)
-        except BadName as exc:
-            raise Refused(400, str(exc)) from None
         with self.lock:
-            dst = os.path.join(self.data_root, new)
-            if os.path.lexists(dst):
-                raise Refused(409, f"class {new!r} exists already; choose another name")
-            os.rename(src, dst)
+            os.rename(src, self._free_class_path(new))
             self.listings.forget(src)
             self._bump()
         return new

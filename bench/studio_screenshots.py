@@ -1,5 +1,5 @@
-"""The screenshots of edgetl studio in docs/: a real studio (uvicorn on
-127.0.0.1, a free port) on a new project of real images (scikit-learn's
+"""The screenshots of edgetl studio in docs/: a real studio (`edgetl studio
+PROJECT --no-browser`, 127.0.0.1, a free port) on a new project of real images (scikit-learn's
 digits as PNG files), walked step by step in headless Debian chromium driven
 by Playwright for Python, as a user would: classes made and images uploaded
 in the page, a training followed to its end, a confusion-matrix cell opened,
@@ -19,43 +19,16 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import secrets
 import sys
 import tempfile
-import threading
 import time
+
+from bench_studio import Studio  # the real 'edgetl studio' in a subprocess (bench/ is on sys.path)
 
 WIDTH = 1280
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"]
-
-
-def serve(project_dir: str, token: str):
-    """The studio app on a bound port, uvicorn in a thread; returns (url, stop)."""
-    import uvicorn
-
-    from edgetl.studio.server import _bind, create_app
-
-    sock = _bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    app = create_app(project_dir, token=token, port=port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-    def stop():
-        job = app.state.studio.runner.cancel()
-        if job is not None:
-            job.finished.wait(30)
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-    return f"http://127.0.0.1:{port}", stop
 
 
 def save(page, path: str, max_height: int, max_kb: int, clip_top: int = 0) -> None:
@@ -101,8 +74,8 @@ def main(argv=None) -> int:
         every = os.path.join(tmp, "digits")
         write_digits_folder(every)
         files = {c: sorted(os.path.join(every, c, n) for n in os.listdir(os.path.join(every, c))) for c in classes}
-        token = secrets.token_urlsafe(32)
-        url, stop = serve(os.path.join(tmp, "digits-project"), token)
+        studio = Studio(os.path.join(tmp, "digits-project"), os.environ["EDGETL_CACHE_DIR"])  # edgetl studio, as a user
+        url, token = studio.base, studio.token
         errors: list[str] = []
         try:
             with sync_playwright() as pw:
@@ -179,7 +152,7 @@ def main(argv=None) -> int:
                 context.close()
                 browser.close()
         finally:
-            stop()
+            studio.close()
     if errors:
         print("page errors:", *errors, sep="\n  ")
     return 1 if errors else 0

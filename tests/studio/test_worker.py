@@ -88,3 +88,14 @@ def test_sigterm_cancels_keeps_the_cache_and_the_next_run_resumes(tmp_path):
     p.stdout.read()
     p.wait(60)
     assert resumed["cached"] >= first["done"] > 0
+
+
+def test_without_the_studio_extra_one_line_says_what_to_install(tmp_path):
+    code = ("import sys; sys.modules['fastapi'] = None\n"  # as if the extra were not installed
+            "from edgetl.cli import main\n"
+            f"sys.exit(main(['studio', {str(tmp_path / 'project')!r}, '--no-browser']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("edgetl: error: edgetl studio needs the 'studio' extra (fastapi is not "
+                                   "installed): pip install \"edgetl[studio]\"")
+    assert not (tmp_path / "project").exists()

@@ -137,6 +137,9 @@ async function writeSaved(scope, record) {
     await done(write);
     const swap = db.transaction(['states', 'current'], 'readwrite', { durability: 'strict' });
     const old = await request(swap.objectStore('current').get(scope));
+    // A sweep (this page's load, another tab) between the two transactions sees the new record unnamed
+    // and removes it: then it is written again here, so the pointer never names a missing state.
+    if ((await request(swap.objectStore('states').getKey(key))) === undefined) swap.objectStore('states').put(record, key);
     swap.objectStore('current').put(key, scope);
     if (old !== undefined) swap.objectStore('states').delete(old);
     await done(swap);

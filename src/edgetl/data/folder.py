@@ -194,3 +194,29 @@ def stratified_split(targets: np.ndarray, val_fraction: float, seed: int = 0) ->
         val.extend(idx[:n_val])
         train.extend(idx[n_val:])
     return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(val, np.int64))
+
+
+def stratified_sample(targets: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a stratified random sample of ``n`` of ``targets``:
+    each class keeps its share (largest remainders round it), and every
+    class present keeps at least one image, so with more classes than ``n``
+    the sample holds one per class. All of them when ``n >= len(targets)``.
+    The same ``seed``, the same sample."""
+    targets = np.asarray(targets)
+    if n < 1:
+        raise ValueError(f"a sample needs at least 1 image, got {n}")
+    if n >= len(targets):
+        return np.arange(len(targets), dtype=np.int64)
+    sizes = np.unique(targets, return_counts=True)[1]
+    exact = n * sizes / len(targets)
+    quota = np.maximum(np.floor(exact).astype(np.int64), 1)  # exact < size, so quota <= size
+    if quota.sum() < n:  # the largest remainders get one more (room: exact < size everywhere)
+        room = np.flatnonzero(quota < sizes)
+        order = room[np.argsort(-(exact - quota)[room], kind="stable")]
+        quota[order[:n - quota.sum()]] += 1
+    while quota.sum() > n and quota.max() > 1:  # one per class pushed it over: the largest give one back
+        quota[np.argmax(quota)] -= 1
+    rng = np.random.default_rng(seed)
+    by_class = np.split(np.argsort(targets, kind="stable"), np.cumsum(sizes)[:-1])  # one pass, any class count
+    picked = [rng.permutation(rows)[:k] for rows, k in zip(by_class, quota)]
+    return np.sort(np.concatenate(picked)).astype(np.int64)

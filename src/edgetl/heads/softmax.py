@@ -21,6 +21,41 @@ log = logging.getLogger(__name__)
 __all__ = ["SoftmaxHead", "MIN_STEPS"]
 
 
+class SoftmaxState:
+    """The weights of a linear softmax layer on standardised features and
+    its Adam step. Gradients by hand: for a linear softmax they are two
+    matrix products, and skipping autograd/optimizer bookkeeping makes an
+    epoch several times faster on a phone-class CPU."""
+
+    def __init__(self, num_classes: int, num_features: int, learning_rate: float, l2: float,
+                 rng: np.random.Generator):
+        self.W = rng.standard_normal((num_classes, num_features), dtype=np.float32)
+        self.W *= np.float32(0.01)
+        self.b = np.zeros(num_classes, np.float32)
+        self._gW = np.empty_like(self.W)
+        self._adam = _Adam([self.W, self.b], learning_rate)
+        self._l2, self._l2_value = np.float32(l2), l2
+
+    def step(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        """One Adam step on a batch; returns its summed NLL."""
+        total, g = softmax_nll_grad(self.logits(xb), yb)
+        np.matmul(g.T, xb, out=self._gW)
+        np.add(self._gW, self._l2 * self.W, out=self._gW)  # (an in-place += would make gW local)
+        self._adam.step([self._gW, g.sum(axis=0)])
+        return total
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        logits = X @ self.W.T
+        logits += self.b
+        return logits
+
+    def penalty(self) -> float:
+        return 0.5 * self._l2_value * float(np.square(self.W).sum(dtype=np.float64))
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.W.copy(), self.b.copy()
+
+
 @register_head("softmax")
 class SoftmaxHead(LinearHead):
     label = "softmax head"
@@ -40,39 +75,14 @@ class SoftmaxHead(LinearHead):
         rng = np.random.default_rng(self.seed)
         data = prepare_training(X, y, X_val, y_val, num_classes, self.batch_size, rng)
         self.mean_, self.scale_ = data.mean, data.scale
-        c, d = data.num_classes, data.num_features
-        # Gradients by hand: for a linear softmax they are two matrix products,
-        # and skipping autograd/optimizer bookkeeping makes an epoch several
-        # times faster on a phone-class CPU.
-        W = rng.standard_normal((c, d), dtype=np.float32)
-        W *= np.float32(0.01)
-        b = np.zeros(c, np.float32)
-        gW = np.empty_like(W)
-        adam = _Adam([W, b], self.learning_rate)
-        l2 = np.float32(self.l2)
-
-        def step(xb, yb) -> float:
-            logits = xb @ W.T
-            logits += b
-            total, g = softmax_nll_grad(logits, yb)
-            np.matmul(g.T, xb, out=gW)
-            np.add(gW, l2 * W, out=gW)  # (an in-place += would make gW local)
-            adam.step([gW, g.sum(axis=0)])
-            return total
-
-        def val_logits():
-            logits = data.X_val @ W.T
-            logits += b
-            return logits
-
+        state = SoftmaxState(data.num_classes, data.num_features, self.learning_rate, self.l2, rng)
         W, b = run_epochs(
-            self, data, rng, self.epochs, self.patience, step, val_logits,
-            penalty=lambda: 0.5 * self.l2 * float(np.square(W).sum(dtype=np.float64)),
-            snapshot=lambda: (W.copy(), b.copy()),
+            self, data, rng, self.epochs, self.patience, state.step, lambda: state.logits(data.X_val),
+            penalty=state.penalty, snapshot=state.snapshot,
         )
         self.coef_ = W.copy()
         self.intercept_ = b.copy()
-        self.classes_ = np.arange(c)
+        self.classes_ = np.arange(data.num_classes)
         return self
 
     def fold_correct(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray,

@@ -43,6 +43,10 @@ def train(config: TrainConfig | str | os.PathLike | None = None, out_dir: str | 
 
     config = _as_config(config, out_dir, settings)
     kind, _ = parse_strategy(config.strategy)
+    from ..features.parquet import is_features_location
+
+    if is_features_location(config.data_dir):
+        return _train_from_features(config, kind, cache_dir, progress)
     if kind == "head" and config.resume:
         raise DataError("--resume continues a fine-tuning run (--strategy bias, last-K, full, scratch); the head "
                         "strategy caches its features and restarts quickly without it")
@@ -65,6 +69,24 @@ def train(config: TrainConfig | str | os.PathLike | None = None, out_dir: str | 
 
             return train_head(config, folder, cache_dir=cache_dir, progress=progress)
         return _fine_tune(config, folder, cache_dir, progress)
+
+
+def _train_from_features(config: TrainConfig, kind: str, cache_dir, progress) -> TrainResult:
+    """DATA_DIR is what 'edgetl extract' wrote: the head streamed from its Parquet features."""
+    from .parquet_path import train_from_features
+    from .rundir import check_out_dir, check_out_writable, claim_run
+
+    if kind not in ("head", "auto"):
+        raise DataError(f"'{config.data_dir}' holds features ('edgetl extract' wrote it), and --strategy "
+                        f"{config.strategy} fine-tunes on images: pass the image folder, or leave out --strategy")
+    if config.engine == "ray" or config.resume:
+        raise DataError(f"'{config.data_dir}' holds features already extracted: leave out "
+                        f"{'--engine ray' if config.engine == 'ray' else '--resume'}")
+    check_out_writable(config.out)
+    with claim_run(config.out):
+        check_out_dir(config.out, config.data_dir, config.overwrite)
+        _sweep_cache(cache_dir)
+        return train_from_features(config, cache_dir=cache_dir, progress=progress)
 
 
 def _check_engine(config: TrainConfig, kind: str) -> None:

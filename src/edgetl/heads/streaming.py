@@ -75,14 +75,15 @@ class _Moments:
     def add(self, X: np.ndarray) -> None:
         if not len(X):
             return
-        X = X.astype(np.float64)
         if self.shift is None:
-            self.shift = X.mean(axis=0)
+            self.shift = X.mean(axis=0, dtype=np.float64)
             self.s1 = np.zeros_like(self.shift)
             self.s2 = np.zeros_like(self.shift)
-        X -= self.shift
-        self.s1 += X.sum(axis=0)
-        self.s2 += np.square(X).sum(axis=0)
+        for i in range(0, len(X), 1024):  # float64 a thousand rows at a time
+            block = X[i : i + 1024].astype(np.float64)
+            block -= self.shift
+            self.s1 += block.sum(axis=0)
+            self.s2 += np.square(block, out=block).sum(axis=0)
         self.n += len(X)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:

@@ -186,7 +186,10 @@ class TrainConfig:
         """The settings as TOML (``edgetl train --config`` reads it back);
         unset (None) settings are left out, so they keep their defaults."""
         lines = ["# edgetl train settings of this run; repeat it with: edgetl train --config config.toml", "[train]"]
-        values = dict(self.to_dict(), data_dir=os.path.abspath(self.data_dir), out=os.path.abspath(self.out))
+        from ..features.location import is_uri
+
+        data_dir = self.data_dir if is_uri(self.data_dir) else os.path.abspath(self.data_dir)  # s3://... as given
+        values = dict(self.to_dict(), data_dir=data_dir, out=os.path.abspath(self.out))
         for key, value in values.items():
             if value is None or key in NOT_SAVED:
                 continue

@@ -182,6 +182,7 @@ def _metrics(r: _Run) -> list[str]:
 
 def _baselines(r: _Run) -> list[str]:
     base = r.m.get("baselines") if isinstance(r.m.get("baselines"), dict) else {}
+    sample = r.m.get("sample")  # the search and the raw-pixel baseline on a sample (training.sampling)
     rows = [(k.replace("_", " "), v.get("val_accuracy")) for k, v in base.items()
             if isinstance(v, dict) and v.get("val_accuracy") is not None]
     if not rows:
@@ -189,7 +190,9 @@ def _baselines(r: _Run) -> list[str]:
                 "No baseline was recorded for this run (`edgetl demo` shows the raw-pixel baseline on digits).\n"]
     return (["## Baselines\n", "| model | validation accuracy |\n|---|---|"]
             + [f"| {_md(k)} | {_pct(v)} |" for k, v in rows]
-            + [f"| **this model** | **{_pct(r.m.get('val_accuracy'))}** |\n"])
+            + [f"| **this model** | **{_pct(r.m.get('val_accuracy'))}** |\n"]
+            + ([f"Sampled: {_md(sample['description'])}.\n"] if isinstance(sample, dict) and sample.get("description")
+               else []))
 
 
 def _limits(r: _Run) -> list[str]:

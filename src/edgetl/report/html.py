@@ -302,7 +302,15 @@ def _baselines(p: _Page) -> list[str]:
     if not rows:
         return []
     rows.append(["this model", _fmt(p.metrics.get("val_accuracy"), ".1%")])
-    return ["<h2>Baselines</h2>" + _table(["model", "validation accuracy"], rows)]
+    return ["<h2>Baselines</h2>" + _table(["model", "validation accuracy"], rows) + _sample_note(p.metrics)]
+
+
+def _sample_note(metrics: dict) -> str:
+    """One line when the search and the raw-pixel baseline ran on a sample (metrics.json ``sample``)."""
+    sample = metrics.get("sample")
+    if not isinstance(sample, dict) or not sample.get("description"):
+        return ""
+    return f'<p class="muted">Sampled: {html.escape(str(sample["description"]))}.</p>'
 
 
 _SEARCH_KEYS = ["tap", "image_size", "head", "macs", "latency_ms", "model_mb", "val_accuracy", "fits_budget"]

@@ -17,7 +17,9 @@ often transfers better, and on a phone an earlier tap at a smaller input is
    budget are dropped, and when none is left the error names the cheapest.
 3. **Selection on validation data only**: stratified k-fold over the
    labeled images when the set is small (repeated for the smallest), the
-   run's holdout split otherwise; the test set is never seen. The softmax
+   run's holdout split otherwise; the test set is never seen. Above
+   ``sample_images`` labeled images (``edgetl.training.sampling``) both run
+   on a stratified sample of the train and validation splits. The softmax
    head is scored by its closed-form proxy (``heads.ridge``: every fold and
    penalty from one eigendecomposition), other heads by real fits (the
    hidden-layer head on the best few (size, tap) only). The reference

@@ -86,16 +86,30 @@ class Search:
     def score(self, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, seed: int = 0,
               head_params: dict | None = None) -> Candidate:
         """Score the candidates within budget on the extracted rows
-        (``y``: their labels; ``train_idx``/``val_idx``: the run's holdout
-        split of those rows) and return the choice."""
+        (``y``: the labels of all of them; ``train_idx``/``val_idx``: the
+        run's holdout split of those rows, or a sample of each,
+        ``training.sampling``: only the rows of the two are scored on) and
+        return the choice. A sample is stated in the protocol
+        (``sampled_from``: the number of rows, None when all were used)."""
         t = time.perf_counter()
         y = np.asarray(y)
-        fit_score, self.protocol = make_scorer(y, train_idx, val_idx, self.num_classes, seed, head_params or {},
-                                               self.head_kwargs)
+        rows = np.sort(np.concatenate([train_idx, val_idx])).astype(np.int64)
+        sampled = len(rows) < len(y)
+        fit_score, self.protocol = make_scorer(y[rows], np.searchsorted(rows, train_idx),
+                                               np.searchsorted(rows, val_idx), self.num_classes, seed,
+                                               head_params or {}, self.head_kwargs)
+        self.protocol["sampled_from"] = int(len(y)) if sampled else None
+        if sampled:
+            self.protocol["description"] += f" (a stratified sample of the {len(y)} labeled images)"
         live = [c for c in self.candidates if c.fits_budget]
         log.info("scoring %d candidates by %s", len(live), self.protocol["description"])
+
+        def features(c):
+            X = self.features[c.image_size].tap(c.tap)
+            return X[rows] if sampled else X
+
         with single_thread():
-            score_candidates(live, lambda c: fit_score(self.features[c.image_size].tap(c.tap), c.head))
+            score_candidates(live, lambda c: fit_score(features(c), c.head))
         self.timings["scoring_s"] = time.perf_counter() - t
         reference = self.reference()
         self.protocol.update(tie_tolerance=TIE_TOLERANCE, significance_z=SIGNIFICANCE_Z,

@@ -26,7 +26,11 @@ def search_summary(metrics: dict, searcher=None, limit: int = 12) -> list[str]:
             (f"naive (final layer, {fl['image_size']} px, softmax)", fl["val_accuracy"], fl["macs"]),
             (f"raw pixels ({raw['image_size']} px, ridge classifier)", raw["val_accuracy"], None)]
     width = max(len(r[0]) for r in rows)
-    lines.append(f"holdout validation accuracy ({metrics['counts']['val']} images, the same split for all three):")
+    same = "the same split for all three"
+    if raw.get("sampled"):  # above sample_images: training.sampling
+        same = (f"the same split; the raw-pixel baseline on a stratified sample of {raw['val_images']} of them, "
+                f"fitted on {raw['train_images']} training images")
+    lines.append(f"holdout validation accuracy ({metrics['counts']['val']} images, {same}):")
     for name, acc, macs in rows:
         lines.append(f"  {name:<{width}}  {acc:6.1%}" + (f"  {macs / 1e6:8.1f}M MACs" if macs is not None else ""))
     if ch["val_accuracy"] <= raw["val_accuracy"]:

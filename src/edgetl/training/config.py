@@ -139,6 +139,11 @@ class TrainConfig:
     max_memory_mb: float | None = setting(
         None, "peak training memory budget in MB (above Python + torch's own footprint): the batch size is lowered "
         "to fit, or the run refused before it starts", type=float, check=_positive)
+    sample_images: int = setting(
+        20000, "above this many labeled images (default 20000), the search scores its candidates and the raw-pixel "
+        "baseline is fitted on a stratified sample of this many (metrics.json 'sample'); the chosen head is still "
+        "trained on all of them and validated on the whole validation split", type=int, metavar="N",
+        check=_at_least(1))
     resume: bool = setting(False, "continue a fine-tuning run of RUN_DIR that was interrupted (same settings)",
                            type=bool)
     engine: str = setting("local", "where features are extracted: local (default, this process) or ray (Ray Data "

@@ -1,7 +1,8 @@
 """The head path (``--strategy head``, the default): the frozen base as an
 ONNX graph, features through the cache, the layer/size/head search, the
 chosen head refitted on every labeled image, baselines on the same holdout,
-then the bundle."""
+then the bundle. Above ``sample_images`` labeled images the search and the
+raw-pixel baseline work on a stratified sample (``training.sampling``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .config import HEAD_DEFAULTS, HEAD_L2_PER_IMAGE
 from .inputs import base_input_spec, check_usable, search_sizes_for
 from .result import TrainResult
 from .rundir import staging
+from .sampling import RunSample, sample_splits
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,14 @@ def _candidates(config) -> tuple[bool, tuple[str, ...] | None, tuple[str, ...]]:
     return True, ((config.tap,) if config.tap else None), tuple(config.heads) if config.heads else SEARCH_HEADS
 
 
-def _fit(searcher, y, train_idx, val_idx, num_classes: int, config, head_params: dict, timings: dict) -> _Fitted:
+def _fit(searcher, y, train_idx, val_idx, sample: RunSample, num_classes: int, config, head_params: dict,
+         timings: dict) -> _Fitted:
+    """The search's choice (scored on ``sample``), then its head on the
+    whole splits: fitted on the train split, refitted on everything."""
     from ..search import holdout_and_refit, single_thread
 
     t = time.perf_counter()
-    chosen = searcher.score(y, train_idx, val_idx, seed=config.seed, head_params=head_params)
+    chosen = searcher.score(y, sample.train, sample.val, seed=config.seed, head_params=head_params)
     timings["search_s"] = time.perf_counter() - t
     X = searcher.features[chosen.image_size].tap(chosen.tap)
     t = time.perf_counter()
@@ -65,18 +70,22 @@ def _fit(searcher, y, train_idx, val_idx, num_classes: int, config, head_params:
     return _Fitted(chosen, X, head, shipped, device_head)
 
 
-def _baselines(searcher, used, y, train_idx, val_idx, config, head_params: dict):
+def _baselines(searcher, used, y, train_idx, val_idx, sample: RunSample, config, head_params: dict):
     """(summaries, fitted models): the ridge classifier on raw pixels and the
     naive head, on the same holdout split (and refitted on everything, like
-    the shipped model)."""
+    the shipped model). The raw-pixel baseline decodes its images again: on
+    ``sample`` (the whole split unless the run is above ``sample_images``),
+    refitted on the sample's train and val images; its record says how many."""
     from ..baselines import raw_pixel_baseline
 
     naive = searcher.naive_baseline(y, train_idx, val_idx, head_params)
-    train_paths = [used.paths[i] for i in train_idx]
-    val_paths = [used.paths[i] for i in val_idx]
-    raw, _ = raw_pixel_baseline(train_paths, y[train_idx], val_paths, y[val_idx], seed=config.seed)
-    _, raw_model = raw_pixel_baseline(used.paths, y, val_paths, y[val_idx], image_size=raw["image_size"],
-                                      grayscale=raw["grayscale"], alpha=raw["alpha"])
+    train_paths = [used.paths[i] for i in sample.train]
+    val_paths = [used.paths[i] for i in sample.val]
+    raw, _ = raw_pixel_baseline(train_paths, y[sample.train], val_paths, y[sample.val], seed=config.seed)
+    rows = np.sort(np.concatenate([sample.train, sample.val]))  # every labeled image unless sampled
+    _, raw_model = raw_pixel_baseline([used.paths[i] for i in rows], y[rows], val_paths, y[sample.val],
+                                      image_size=raw["image_size"], grayscale=raw["grayscale"], alpha=raw["alpha"])
+    raw.update(train_images=len(train_paths), val_images=len(val_paths), sampled=sample.sampled)
     return {"raw_pixels": raw, "final_layer": naive.summary}, {"raw_pixels": raw_model, "final_layer": naive}
 
 
@@ -100,9 +109,10 @@ def _plot(searcher, chosen, baselines: dict, folder: str, backbone: str):
 
     if sum(c.val_accuracy is not None for c in searcher.candidates) <= 1:
         return None
+    raw = "raw pixels (holdout, a sample)" if baselines["raw_pixels"]["sampled"] else "raw pixels (holdout)"
     return plot_candidates(
         searcher.candidates, chosen, os.path.join(folder, SEARCH_PLOT),
-        baselines={"raw pixels (holdout)": baselines["raw_pixels"]["val_accuracy"],
+        baselines={raw: baselines["raw_pixels"]["val_accuracy"],
                    "final layer, default size (holdout)": baselines["final_layer"]["val_accuracy"]},
         title=f"{backbone}: validation accuracy ({searcher.protocol['kind']}) vs compute")
 
@@ -152,11 +162,12 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
     check_usable(used, config.data_dir)
     y = used.targets
     train_idx, val_idx = stratified_split(y, config.val_split, config.seed)
+    sample = sample_splits(y, train_idx, val_idx, config.sample_images, config.seed)
     if config.l2 is None:
         config = config.replace(l2=HEAD_L2_PER_IMAGE / len(y))
     head_params = {"epochs": config.epochs, "learning_rate": config.learning_rate, "l2": config.l2,
                    "patience": config.patience, "seed": config.seed}
-    fitted = _fit(searcher, y, train_idx, val_idx, len(used.classes), config, head_params, timings)
+    fitted = _fit(searcher, y, train_idx, val_idx, sample, len(used.classes), config, head_params, timings)
     val_proba = fitted.head.predict_proba(fitted.X[val_idx])
     check_finite(f"lower --learning-rate (now {config.learning_rate:g}) and run again",
                  validation_probabilities=val_proba,
@@ -167,7 +178,8 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
     train_acc = float((fitted.head.predict(fitted.X[train_idx]) == y[train_idx]).mean())
     t = time.perf_counter()
     with images_still_there(used.paths):
-        baselines, baseline_models = _baselines(searcher, used, y, train_idx, val_idx, config, head_params)
+        baselines, baseline_models = _baselines(searcher, used, y, train_idx, val_idx, sample, config,
+                                                 head_params)
     timings["baselines_s"] = time.perf_counter() - t
     val_paths = [used.paths[i] for i in val_idx]
     chosen, graph = fitted.chosen, searcher.graphs[fitted.chosen.image_size]
@@ -191,15 +203,14 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
             "baselines": baselines,
             "transfer_beats_raw_pixels": bool(val_metrics["accuracy"] > baselines["raw_pixels"]["val_accuracy"]),
             "search": _search_record(searcher, searching, budget, plot_path),
+            "sample": sample.record(),  # None: the search and the raw-pixel baseline used every image
             "counts": counts(folder, used, len(train_idx), len(val_idx), skipped),
             "skipped": skipped,
             "duplicates": folder.duplicates,  # the same image under two or more classes (warned)
             "features": {"extracted": extraction.num_extracted, "from_cache": extraction.num_cached,
                          "dim": int(fitted.X.shape[1])},
             "head": _head_record(fitted, config),
-            "config": {"val_split": config.val_split, "epochs": config.epochs, "seed": config.seed,
-                       "image_size": graph.input_spec.image_size, "search": searching, "tap": config.tap,
-                       "heads": list(_candidates(config)[2]), "image_sizes": sizes},
+            "config": _config_record(config, graph, searching, sizes),
             "val_predictions": prediction_rows(val_paths, used.classes, y[val_idx], val_pred, val_proba),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             **({"strategy": strategy_record} if strategy_record else {}),
@@ -207,6 +218,12 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
         finish_bundle(tmp_dir, config.out, metrics, config.to_toml())
     return TrainResult(config.out, metrics, [used.paths[i] for i in train_idx], val_paths, y[val_idx],
                        searcher=searcher, baseline_models=baseline_models)
+
+
+def _config_record(config, graph, searching: bool, sizes) -> dict:
+    return {"val_split": config.val_split, "epochs": config.epochs, "seed": config.seed,
+            "image_size": graph.input_spec.image_size, "search": searching, "tap": config.tap,
+            "heads": list(_candidates(config)[2]), "image_sizes": sizes, "sample_images": config.sample_images}
 
 
 def _cache_fix(cache_dir) -> str:

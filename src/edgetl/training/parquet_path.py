@@ -14,7 +14,8 @@ what was extracted; the default is the largest size's final features): to
 search them, run ``edgetl train`` on a sample folder first, or extract
 with the search's taps and pass ``--tap``. The raw-pixel baseline, the
 exemplars of head.safetensors, the int8 calibration and the agreement
-check read a stratified sample of the images, which must still be in the
+check read a sample of the images (the baseline's is ``sample_images``,
+``training.sampling``), which must still be in the
 data folder the manifest names. ``val_predictions`` in metrics.json is a
 sample too (every count and the confusion matrix are over the whole
 validation split)."""
@@ -31,7 +32,6 @@ from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_IMAGES = 20_000  # rows read into memory for the baseline (train side)
 MAX_LISTED_PREDICTIONS = 1000  # val_predictions rows in metrics.json
 
 
@@ -80,14 +80,13 @@ def _paths(src, data_dir: str, index: np.ndarray) -> list[str]:
     return [os.path.join(data_dir, rel) for rel in src.take("path", index)]
 
 
-def _baseline(src, data_dir, y, train_idx, val_idx, seed):
+def _baseline(src, data_dir, y, sample, seed):
+    """The raw-pixel baseline on ``sample`` (``training.sampling``: a stratified sample above ``sample_images``)."""
     from ..baselines import raw_pixel_baseline
-    from ..data.folder import stratified_sample
 
-    tr = train_idx[stratified_sample(y[train_idx], SAMPLE_IMAGES, seed)]
-    va = val_idx[stratified_sample(y[val_idx], SAMPLE_IMAGES // 4, seed)]
-    raw, _ = raw_pixel_baseline(_paths(src, data_dir, tr), y[tr], _paths(src, data_dir, va), y[va], seed=seed)
-    raw["sample"] = {"train": int(len(tr)), "val": int(len(va))}
+    raw, _ = raw_pixel_baseline(_paths(src, data_dir, sample.train), y[sample.train],
+                                _paths(src, data_dir, sample.val), y[sample.val], seed=seed)
+    raw.update(train_images=len(sample.train), val_images=len(sample.val), sampled=sample.sampled)
     return raw
 
 
@@ -144,6 +143,7 @@ def train_from_features(config, *, cache_dir=None, progress=None):
     from .config import HEAD_DEFAULTS
     from .result import TrainResult
     from .rundir import staging
+    from .sampling import sample_splits
 
     t0 = time.perf_counter()
     config = config.with_defaults(HEAD_DEFAULTS)
@@ -161,7 +161,8 @@ def train_from_features(config, *, cache_dir=None, progress=None):
     val_metrics, listed_rows, listed = _val_record(src, data_dir, y, val_idx, pred, prob, config.seed)
     timings["predict_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    raw = _baseline(src, data_dir, y, train_idx, val_idx, config.seed)
+    sample = sample_splits(y, train_idx, val_idx, config.sample_images, config.seed)
+    raw = _baseline(src, data_dir, y, sample, config.seed)
     timings["baselines_s"] = time.perf_counter() - t
     with staging(config.out) as tmp_dir:
         t = time.perf_counter()
@@ -177,6 +178,7 @@ def train_from_features(config, *, cache_dir=None, progress=None):
                        "val_accuracy": val_metrics["accuracy"]},
             "baselines": {"raw_pixels": raw},
             "transfer_beats_raw_pixels": bool(val_metrics["accuracy"] > raw["val_accuracy"]),
+            "sample": sample.record(),  # None: the raw-pixel baseline used every image
             "search": {"enabled": False, "protocol": {"kind": "features", "description": (
                 f"the {tap} features at {src.image_size} px that 'edgetl extract' wrote to {config.data_dir}")}},
             "counts": {"images_found": int(src.manifest.get("num_images", len(y))), "images_used": int(len(y)),

@@ -97,9 +97,7 @@ def extracted(tmp_path_factory):
             shutil.copyfile(every / cls / name, data / cls / name)
     settings = [str(data), "--image-size", "32", "--search", "off", "--tap", "final"]
     assert main(["extract", *settings, "--out", str(root / "feats")]) == 0
-    manifest = json.loads((root / "feats" / "manifest.json").read_text())
-    manifest.setdefault("data_dir", str(data))  # (older extracts did not name it)
-    (root / "feats" / "manifest.json").write_text(json.dumps(manifest))
+    assert json.loads((root / "feats" / "manifest.json").read_text())["data_dir"] == str(data)
     return root, settings
 
 
@@ -143,3 +141,25 @@ def test_train_from_features_refusals(extracted, capsys, tmp_path):
     one_line_refusal(["train", str(moved), "--out", str(tmp_path / "d"), "--image-size", "32"], capsys,
                      "not there")
     assert not any(os.path.exists(tmp_path / name) for name in "abcd")
+
+
+def test_train_from_features_searches_what_was_extracted_on_a_sample(extracted, capsys):
+    """Every tap at two sizes extracted: the folder path's search picks among
+    them on a stratified sample (stated), then the chosen head is streamed."""
+    from edgetl.cli import main
+
+    root, _ = extracted
+    data = str(root / "data")
+    assert main(["extract", data, "--image-sizes", "32", "--out", str(root / "all"), "--feature-dtype",
+                 "float16"]) == 0
+    assert main(["train", str(root / "all"), "--out", str(root / "searched"), "--sample-images", "120"]) == 0
+    m = json.loads((root / "searched" / "metrics.json").read_text())
+    search = m["search"]
+    assert search["enabled"] and len(search["candidates"]) > 4 and search["protocol"]["sampled_from"] == 300
+    assert m["sample"]["search"]["train"] + m["sample"]["search"]["val"] == 120
+    scored = [c for c in search["candidates"] if c["val_accuracy"] is not None]
+    assert {c["image_size"] for c in scored} == {224, 32}
+    chosen = m["chosen"]
+    assert any((c["image_size"], c["tap"]) == (chosen["image_size"], chosen["tap"]) for c in scored)
+    assert m["features"]["dtype"] == "float16" and m["counts"]["val"] == 60 and m["agreement_fp32"] >= 0.9
+    assert m["val_accuracy"] > 0.6

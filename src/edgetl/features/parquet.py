@@ -24,6 +24,27 @@ from .location import is_uri, join, resolve
 MANIFEST = "manifest.json"
 
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_manifest(where: str) -> dict:
+    """The manifest of a complete FEATURES location (a local path or a URI):
+    it is written last, so a DataError when it is missing means the extract
+    there did not finish."""
+    fs, base = resolve(where)
+    try:
+        with fs.open_input_stream(join(base, MANIFEST)) as src:
+            return json.loads(src.read())
+    except FileNotFoundError:
+        raise DataError(f"'{where}' holds no complete features (no {MANIFEST}: an 'edgetl extract' there did not "
+                        f"finish, or none ran); run 'edgetl extract' again") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read the {MANIFEST} of '{where}' ({first_line(exc)}); check the location and its "
+                        f"credentials, or run 'edgetl extract' again") from None
+
+
 def is_features_location(where) -> bool:
     """Whether ``where`` is a FEATURES location (its manifest.json names
     Parquet files), not a folder of images."""
@@ -31,9 +52,7 @@ def is_features_location(where) -> bool:
     if not is_uri(where) and not os.path.isfile(os.path.join(where, MANIFEST)):
         return False  # a folder of images: no pyarrow import
     try:
-        fs, path = resolve(where)
-        with fs.open_input_stream(join(path, MANIFEST)) as fh:
-            manifest = json.loads(fh.read())
+        manifest = read_manifest(where)
     except Exception:  # not there, not JSON, no pyarrow: a folder of images (or nothing) as before
         return False
     return isinstance(manifest, dict) and isinstance(manifest.get("files"), list) and "classes" in manifest
@@ -48,12 +67,7 @@ class FeatureFile:
 
         self.where = os.fspath(where)
         self.fs, self.root = resolve(self.where)
-        try:
-            with self.fs.open_input_stream(join(self.root, MANIFEST)) as fh:
-                self.manifest = json.loads(fh.read())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"'{self.where}' has no readable {MANIFEST} ({exc}); point at a folder 'edgetl extract' "
-                            f"wrote completely, or extract again") from None
+        self.manifest = read_manifest(self.where)
         sizes = {int(f["image_size"]): f["file"] for f in self.manifest["files"]}
         if image_size is None:
             image_size = max(sizes)

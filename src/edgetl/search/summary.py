@@ -21,12 +21,12 @@ def search_summary(metrics: dict, searcher=None, limit: int = 12) -> list[str]:
     lat = f", {ch['latency_ms']:.2f} ms" if ch["latency_ms"] is not None else ""
     lines.append(f"chosen: {ch['head']} head on {ch['tap']} at {ch['image_size']} px: {ch['macs'] / 1e6:.1f}M MACs"
                  f"{lat}, {ch['model_mb']:.2f} MB fp32")
-    fl, raw = b["final_layer"], b["raw_pixels"]
+    fl, raw = b.get("final_layer"), b["raw_pixels"]  # (no naive head from Parquet features: training.parquet_path)
     rows = [(f"chosen ({ch['tap']}, {ch['image_size']} px, {ch['head']})", ch["val_accuracy"], ch["macs"]),
-            (f"naive (final layer, {fl['image_size']} px, softmax)", fl["val_accuracy"], fl["macs"]),
+            *([(f"naive (final layer, {fl['image_size']} px, softmax)", fl["val_accuracy"], fl["macs"])] if fl else []),
             (f"raw pixels ({raw['image_size']} px, ridge classifier)", raw["val_accuracy"], None)]
     width = max(len(r[0]) for r in rows)
-    same = "the same split for all three"
+    same = f"the same split for all {len(rows)}"
     if raw.get("sampled"):  # above sample_images: training.sampling
         same = (f"the same split; the raw-pixel baseline on a stratified sample of {raw['val_images']} of them, "
                 f"fitted on {raw['train_images']} training images")

@@ -35,34 +35,106 @@ log = logging.getLogger(__name__)
 MAX_LISTED_PREDICTIONS = 1000  # val_predictions rows in metrics.json
 
 
-def _open(config):
-    from ..features.parquet import FeatureFile
-    from ..zoo import FINAL_TAP
-
-    src = FeatureFile(config.data_dir, config.image_size)
-    tap = config.tap or (next(iter(src.taps)) if len(src.taps) == 1 else FINAL_TAP)
-    src.tap_slice(tap)  # refuses a tap that is not there
-    data_dir = src.manifest.get("data_dir")
+def _data_dir(config, manifest: dict) -> str:
+    data_dir = manifest.get("data_dir")
     if not data_dir or not os.path.isdir(data_dir):
         raise DataError(f"the images of '{config.data_dir}' were in '{data_dir}', which is not there; the bundle's "
                         f"int8 calibration and checks read a sample of them: run where that folder is")
-    return src, tap, data_dir
+    return data_dir
 
 
 def _graph(config, src, cache_dir):
+    """The backbone graph the file's features came from (its key checked)."""
+    import json
+
     from ..data.input_spec import InputSpec
     from ..export.backbone_onnx import export_backbone
-
-    import json
 
     spec = InputSpec.from_json(json.dumps(src.meta["input_spec"]))
     graph = export_backbone(src.meta["backbone"], weights=config.weights or "default", input_spec=spec,
                             cache_dir=cache_dir, taps=True)
+    _same_graph(config, src, graph)
+    return graph
+
+
+def _same_graph(config, src, graph) -> None:
     if graph.key != src.meta.get("graph_key"):
         raise DataError(f"the features in '{config.data_dir}' were extracted with other weights or settings "
                         f"({src.meta.get('weights_id')}) than {graph.weights_id}; pass the --weights they were "
                         f"extracted with, or extract again")
-    return graph
+
+
+def _sizes(config, src) -> list[int]:
+    """The input sizes to choose from: those extracted (or the one asked for)."""
+    sizes = sorted({int(f["image_size"]) for f in src.manifest["files"]}, reverse=True)
+    if config.image_size is not None:
+        return [src.image_size]
+    return sizes
+
+
+def _choose(config, first, y, sample, head_params: dict, cache_dir):
+    """(FeatureFile, tap, graph, Search or None): the one (size, tap) the
+    features hold or the settings pin, else the search's choice among the
+    extracted sizes and taps, scored on ``sample`` (``training.sampling``)
+    by the folder path's own ``Search``."""
+    from ..features.parquet import FeatureFile
+    from ..zoo import FINAL_TAP
+    from .head_path import _candidates
+
+    searching, taps, heads = _candidates(config)
+    if tuple(heads) != ("softmax",):
+        raise DataError("--heads: from Parquet features the softmax head is trained (streamed, what the device "
+                        "trains); leave out --heads")
+    sizes = _sizes(config, first)
+    for tap in taps or ():
+        first.tap_slice(tap)  # refuses a tap that was not extracted
+    taps = taps if taps is not None else (None if len(first.taps) > 1 else tuple(first.taps))
+    if not searching or (len(sizes) == 1 and taps is not None and len(taps) == 1):
+        src = first if first.image_size == sizes[0] else FeatureFile(config.data_dir, sizes[0])
+        tap = taps[0] if taps else FINAL_TAP
+        return src, tap, _graph(config, src, cache_dir), None
+    searcher = _searcher(config, first, sizes, taps, cache_dir)
+    rows = np.sort(np.concatenate([sample.train, sample.val]))
+    _sample_features(config, searcher, rows)
+    chosen = searcher.score(y[rows], np.searchsorted(rows, sample.train), np.searchsorted(rows, sample.val),
+                            seed=config.seed, head_params=head_params)
+    if sample.sampled:
+        searcher.protocol["sampled_from"] = int(len(y))
+        searcher.protocol["description"] += f" (a stratified sample of the {len(y)} labeled images)"
+    src = FeatureFile(config.data_dir, chosen.image_size)
+    return src, chosen.tap, searcher.graphs[chosen.image_size], searcher
+
+
+def _searcher(config, first, sizes: list[int], taps, cache_dir):
+    import json
+
+    from ..data.input_spec import InputSpec
+    from ..search import Budget, Search, parse_count
+    from ..zoo import get_spec
+
+    backbone = first.meta["backbone"]
+    default = get_spec(backbone).input_spec.image_size
+    budget = Budget(config.max_latency_ms, parse_count(config.max_macs), config.max_model_mb)
+    return Search(backbone, config.weights, InputSpec.from_json(json.dumps(first.meta["input_spec"])), sizes,
+                  len(first.classes), heads=("softmax",), taps=taps, budget=budget,
+                  baseline_size=default if default in sizes else None, cache_dir=cache_dir)
+
+
+def _sample_features(config, searcher, rows: np.ndarray) -> None:
+    """The sampled rows of every size within budget, as the search's features."""
+    from ..features.extract import Extraction
+    from ..features.parquet import FeatureFile
+
+    keys = None
+    for size in searcher.sizes:
+        src = FeatureFile(config.data_dir, size)
+        _same_graph(config, src, searcher.graphs[size])
+        row_keys = src.take("key", rows)
+        if keys is not None and row_keys != keys:
+            raise DataError(f"the Parquet files of '{config.data_dir}' do not hold the same images in the same "
+                            f"order; extract again")
+        keys = row_keys
+        searcher.features[size] = Extraction(src.rows(rows), np.arange(len(rows)), tap_slices=src.taps)
 
 
 def _predict_all(src, tap: str, head, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,19 +164,17 @@ def _baseline(src, data_dir, y, sample, seed):
 
 def _fit(config, src, tap, y, train_idx, val_idx, timings):
     from ..heads.streaming import fit_streamed
-    from .config import HEAD_L2_PER_IMAGE
 
     split = np.full(len(y), -1, np.int8)
     split[train_idx], split[val_idx] = 0, 1
-    l2 = config.l2 if config.l2 is not None else HEAD_L2_PER_IMAGE / len(y)
     t = time.perf_counter()
     log.info("training the softmax head on %s at %d px from %s: %d rows, validating on %d (streamed)", tap,
              src.image_size, config.data_dir, len(train_idx), len(val_idx))
     head = fit_streamed(lambda: src.groups(tap), y, split, dtype=src.dtype, num_classes=len(src.classes),
                         workdir=os.path.dirname(os.path.abspath(config.out)), epochs=config.epochs,
-                        learning_rate=config.learning_rate, l2=l2, patience=config.patience, seed=config.seed)
+                        learning_rate=config.learning_rate, l2=config.l2, patience=config.patience, seed=config.seed)
     timings["head_s"] = time.perf_counter() - t
-    return head, l2
+    return head
 
 
 def _val_record(src, data_dir, y, val_idx, pred, prob, seed):
@@ -136,32 +206,48 @@ def _bundle_files(tmp_dir, config, src, tap, graph, head, y, train_idx, data_dir
     write_device_files(tmp_dir, features, head, src.rows(keep, tap), y[keep], calib, config.seed, optimism=False)
 
 
+def _prepare(config, cache_dir, timings: dict):
+    """Labels, splits, sample, the choice of (size, tap): what the fit needs."""
+    from ..data.folder import stratified_split
+    from ..features.parquet import FeatureFile
+    from .config import HEAD_L2_PER_IMAGE
+    from .sampling import sample_splits
+
+    first = FeatureFile(config.data_dir, config.image_size)
+    data_dir = _data_dir(config, first.manifest)
+    y = first.labels()
+    if len(np.unique(y)) < 2:
+        raise DataError(f"'{config.data_dir}' holds one class only; a classifier needs two or more")
+    train_idx, val_idx = stratified_split(y, config.val_split, config.seed)
+    sample = sample_splits(y, train_idx, val_idx, config.sample_images, config.seed)
+    if config.l2 is None:
+        config = config.replace(l2=HEAD_L2_PER_IMAGE / len(y))
+    head_params = {"epochs": config.epochs, "learning_rate": config.learning_rate, "l2": config.l2,
+                   "patience": config.patience, "seed": config.seed}
+    t = time.perf_counter()
+    src, tap, graph, searcher = _choose(config, first, y, sample, head_params, cache_dir)
+    timings["search_s"] = time.perf_counter() - t
+    return config, data_dir, y, train_idx, val_idx, sample, src, tap, graph, searcher
+
+
 def train_from_features(config, *, cache_dir=None, progress=None):
     """The FEATURES location ``config.data_dir`` -> the bundle at ``config.out``."""
-    from ..data.folder import stratified_split
     from .bundle import check_agreement, check_finite, finish_bundle, head_arrays, metrics_header
     from .config import HEAD_DEFAULTS
     from .result import TrainResult
     from .rundir import staging
-    from .sampling import sample_splits
 
     t0 = time.perf_counter()
-    config = config.with_defaults(HEAD_DEFAULTS)
     timings: dict[str, float] = {}
-    src, tap, data_dir = _open(config)
-    graph = _graph(config, src, cache_dir)
-    y = src.labels()
-    if len(np.unique(y)) < 2:
-        raise DataError(f"'{config.data_dir}' holds one class only; a classifier needs two or more")
-    train_idx, val_idx = stratified_split(y, config.val_split, config.seed)
-    head, l2 = _fit(config, src, tap, y, train_idx, val_idx, timings)
+    config, data_dir, y, train_idx, val_idx, sample, src, tap, graph, searcher = _prepare(
+        config.with_defaults(HEAD_DEFAULTS), cache_dir, timings)
+    head = _fit(config, src, tap, y, train_idx, val_idx, timings)
     check_finite(f"lower --learning-rate (now {config.learning_rate:g}) and run again", **head_arrays(head))
     t = time.perf_counter()
     pred, prob = _predict_all(src, tap, head, y)
     val_metrics, listed_rows, listed = _val_record(src, data_dir, y, val_idx, pred, prob, config.seed)
     timings["predict_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    sample = sample_splits(y, train_idx, val_idx, config.sample_images, config.seed)
     raw = _baseline(src, data_dir, y, sample, config.seed)
     timings["baselines_s"] = time.perf_counter() - t
     with staging(config.out) as tmp_dir:
@@ -174,30 +260,51 @@ def train_from_features(config, *, cache_dir=None, progress=None):
         metrics = {
             **metrics_header(src.meta["backbone"], graph.weights_id, graph.input_spec, src.classes, val_metrics,
                              float((pred[train_idx] == y[train_idx]).mean()), agreement),
-            "chosen": {"tap": tap, "image_size": src.image_size, "head": "softmax", "dim": int(head.coef_.shape[1]),
-                       "val_accuracy": val_metrics["accuracy"]},
+            "chosen": _chosen_record(searcher, src, tap, head, val_metrics),
             "baselines": {"raw_pixels": raw},
             "transfer_beats_raw_pixels": bool(val_metrics["accuracy"] > raw["val_accuracy"]),
-            "sample": sample.record(),  # None: the raw-pixel baseline used every image
-            "search": {"enabled": False, "protocol": {"kind": "features", "description": (
-                f"the {tap} features at {src.image_size} px that 'edgetl extract' wrote to {config.data_dir}")}},
-            "counts": {"images_found": int(src.manifest.get("num_images", len(y))), "images_used": int(len(y)),
-                       "train": int(len(train_idx)), "val": int(len(val_idx)), "skipped": len(src.manifest.get(
-                           "skipped", [])), "duplicates": 0,
-                       "per_class": {c: int(n) for c, n in zip(src.classes, np.bincount(y, minlength=len(
-                           src.classes)))}},
+            "sample": sample.record(),  # None: the search and the raw-pixel baseline used every image
+            "search": _search_record(config, searcher, src, tap),
+            "counts": _counts(src, y, train_idx, val_idx),
             "skipped": src.manifest.get("skipped", []),
             "features": {"from_parquet": config.data_dir, "dtype": str(src.dtype), "extracted": 0,
                          "from_cache": int(len(y)), "dim": int(head.coef_.shape[1])},
             "head": {"type": "softmax", "epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_,
-                     "learning_rate": config.learning_rate, "l2": l2, "history": head.history_,
+                     "learning_rate": config.learning_rate, "l2": config.l2, "history": head.history_,
                      "shipped": "fitted on the train split by mini-batches streamed from the Parquet features, "
                                 "early-stopped on the validation split (not refitted)"},
             "config": {"val_split": config.val_split, "epochs": config.epochs, "seed": config.seed,
-                       "image_size": src.image_size, "search": False, "tap": tap, "heads": ["softmax"]},
+                       "image_size": src.image_size, "search": searcher is not None, "tap": tap,
+                       "heads": ["softmax"], "sample_images": config.sample_images},
             "val_predictions": listed_rows,
             "val_predictions_sample": {"rows": len(listed_rows), "of": int(len(val_idx))},
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         }
         finish_bundle(tmp_dir, config.out, metrics, config.to_toml())
-    return TrainResult(config.out, metrics, [], val_paths, y[listed])
+    return TrainResult(config.out, metrics, [], val_paths, y[listed], searcher=searcher)
+
+
+def _chosen_record(searcher, src, tap: str, head, val_metrics: dict) -> dict:
+    record = {"tap": tap, "image_size": src.image_size, "head": "softmax", "dim": int(head.coef_.shape[1]),
+              "val_accuracy": val_metrics["accuracy"]}
+    if searcher is not None:
+        c = searcher.chosen
+        record.update(macs=int(c.macs), latency_ms=c.latency_ms, model_mb=c.model_mb, selection_score=c.val_accuracy)
+    return record
+
+
+def _search_record(config, searcher, src, tap: str) -> dict:
+    if searcher is None:
+        return {"enabled": False, "protocol": {"kind": "features", "description": (
+            f"the {tap} features at {src.image_size} px that 'edgetl extract' wrote to {config.data_dir}")}}
+    from .head_path import _search_record as record
+
+    return record(searcher, True, searcher.budget, None)
+
+
+def _counts(src, y: np.ndarray, train_idx, val_idx) -> dict:
+    per_class = np.bincount(y, minlength=len(src.classes))
+    return {"images_found": int(src.manifest.get("num_images", len(y))), "images_used": int(len(y)),
+            "train": int(len(train_idx)), "val": int(len(val_idx)),
+            "skipped": len(src.manifest.get("skipped", [])), "duplicates": 0,
+            "per_class": {c: int(n) for c, n in zip(src.classes, per_class)}}

@@ -190,6 +190,13 @@ def test_an_s3_prefix_round_trips(data, tmp_path, s3, capsys):
         table = pq.read_table(f"edgetl-test/runs/feats/{entry['file']}", filesystem=fs)
         assert table.num_rows == entry["rows"] == NUM_IMAGES
         assert table.equals(pq.read_table(tmp_path / "local" / entry["file"]))
+    # 'edgetl train' streams the head from the bucket as from the local folder: the same head.
+    from safetensors.numpy import load_file
+
+    for where, run in ((uri, "from-s3"), (tmp_path / "local", "from-local")):
+        assert main(["train", str(where), "--out", str(tmp_path / run), "--image-size", "32"]) == 0
+    heads = [load_file(str(tmp_path / run / "head.safetensors")) for run in ("from-s3", "from-local")]
+    assert all(np.array_equal(heads[0][k], heads[1][k]) for k in ("weight", "bias", "mean", "scale"))
     capsys.readouterr()
     one_line_refusal([*_settings(data), "--out", uri], capsys, "already holds features", "--overwrite")
     _extract(data, uri, "--overwrite")

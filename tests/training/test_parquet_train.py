@@ -106,7 +106,8 @@ def test_train_from_features_gives_a_working_bundle(extracted, capsys):
     from edgetl.runtime import Predictor
 
     root, settings = extracted
-    assert main(["train", str(root / "feats"), "--out", str(root / "run"), "--image-size", "32"]) == 0
+    feats = "file://" + str(root / "feats")  # any pyarrow.fs location (the S3 case: test_extract_locations)
+    assert main(["train", feats, "--out", str(root / "run"), "--image-size", "32"]) == 0
     assert "0 extracted" in capsys.readouterr().out
     m = json.loads((root / "run" / "metrics.json").read_text())
     assert m["counts"]["train"] + m["counts"]["val"] == 300 and m["chosen"]["tap"] == "final"

@@ -26,7 +26,7 @@ def search_summary(metrics: dict, searcher=None, limit: int = 12) -> list[str]:
             *([(f"naive (final layer, {fl['image_size']} px, softmax)", fl["val_accuracy"], fl["macs"])] if fl else []),
             (f"raw pixels ({raw['image_size']} px, ridge classifier)", raw["val_accuracy"], None)]
     width = max(len(r[0]) for r in rows)
-    same = f"the same split for all {len(rows)}"
+    same = "the same split for all three" if len(rows) == 3 else "the same split for both"
     if raw.get("sampled"):  # above sample_images: training.sampling
         same = (f"the same split; the raw-pixel baseline on a stratified sample of {raw['val_images']} of them, "
                 f"fitted on {raw['train_images']} training images")

@@ -116,8 +116,11 @@ def child(mode: str, folder: str, epochs: int, early_stop: bool) -> dict:
         rows = val[(val >= start) & (val < start + len(feats))]
         right += int((head.predict(feats[rows - start].astype(np.float32)) == y[rows]).sum())
         n += len(rows)
+    stream = getattr(head, "streaming_", None)  # the one-time shuffle to disk apart from the epochs
     return {"mode": mode, "load_s": round(load, 1), "fit_s": round(fit, 1), "epochs": head.n_epochs_,
-            "s_per_epoch": round(fit / head.n_epochs_, 2), "val_accuracy": round(right / n, 4),
+            "shuffle_s": round(stream["shuffle_s"], 1) if stream else None,
+            "s_per_epoch": round((stream["epochs_s"] if stream else fit) / head.n_epochs_, 2),
+            "val_accuracy": round(right / n, 4),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 

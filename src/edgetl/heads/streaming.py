@@ -7,9 +7,10 @@ does (``fitting.prepare_training``: shuffle once, then visit contiguous
 batches in a new order each epoch), the rows are shuffled once on disk:
 one pass deals every training row to one of ``parts`` files at random
 (an external shuffle), kept in the storage dtype (float16 halves the disk
-and the reads), and accumulates the standardisation in float64 on the way.
-Each epoch then reads the parts in a new random order, one at a time,
-shuffles the part's rows and takes contiguous mini-batches from it. The
+and the reads), and accumulates the standardisation in float64 on the way;
+then each part's rows are put in a random order once. Each epoch reads
+the parts in a new random order, one at a time (into one reused float32
+buffer), and takes its contiguous mini-batches in a new random order. The
 validation rows are spilled too, unshuffled, and scored a part at a time.
 
 What is held at once is one part (SPILL_PART_BYTES of stored features, as
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -43,6 +45,7 @@ class _Spill:
             for suffix in (".x", ".y"):
                 open(path + suffix, "wb").close()
         self.rows = np.zeros(num_parts, np.int64)
+        self._buffer: np.ndarray | None = None  # one part as float32, reused
 
     def add(self, feats: np.ndarray, labels: np.ndarray, parts: np.ndarray) -> None:
         order = np.argsort(parts, kind="stable")
@@ -56,9 +59,28 @@ class _Spill:
                 fy.write(np.ascontiguousarray(labels[rows], np.int32).tobytes())
             self.rows[p] += len(rows)
 
+    def shuffle(self, rng: np.random.Generator) -> None:
+        """Each part's rows in a random order, once: an epoch then takes
+        contiguous mini-batches in a random order (as the in-memory head)."""
+        for p in range(self.num_parts):
+            order = rng.permutation(int(self.rows[p]))
+            for suffix, dtype, width in ((".x", self.dtype, self.dim), (".y", np.int32, 1)):
+                rows = np.fromfile(self.paths[p] + suffix, dtype).reshape(-1, width)
+                rows[order].tofile(self.paths[p] + suffix)
+
     def part(self, p: int, mean: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Part ``p``'s rows, standardised float32, and their labels."""
-        X = np.fromfile(self.paths[p] + ".x", self.dtype).reshape(-1, self.dim).astype(np.float32)
+        """Part ``p``'s rows, standardised float32 (in a buffer the next call
+        reuses), and their labels."""
+        n = int(self.rows[p])
+        if self._buffer is None:
+            self._buffer = np.empty((int(self.rows.max()), self.dim), np.float32)
+        X = self._buffer[:n]
+        with open(self.paths[p] + ".x", "rb") as fh:
+            if self.dtype == np.float32:
+                if fh.readinto(memoryview(X).cast("B")) != X.nbytes:
+                    raise OSError(f"{self.paths[p]}.x is shorter than its {n} rows")
+            else:
+                np.copyto(X, np.fromfile(fh, self.dtype, n * self.dim).reshape(n, self.dim))
         X -= mean
         X /= scale
         return X, np.fromfile(self.paths[p] + ".y", np.int32).astype(np.int64)
@@ -128,8 +150,6 @@ def _epoch(state: SoftmaxState, train: _Spill, mean, std, batch_size: int, rng: 
         if not train.rows[p]:
             continue
         X, yp = train.part(int(p), mean, std)
-        order = rng.permutation(len(yp))
-        X, yp = X[order], yp[order]
         for start in rng.permutation(np.arange(0, len(yp), batch_size)).tolist():
             total += state.step(X[start : start + batch_size], yp[start : start + batch_size])
     return total
@@ -161,7 +181,12 @@ def fit_streamed(blocks: Callable[[], Iterator[tuple[int, np.ndarray]]], y: np.n
     y = np.asarray(y, np.int64)
     c = num_classes_of(y, num_classes)
     with tempfile.TemporaryDirectory(prefix=".edgetl-shuffle-", dir=workdir) as folder:
+        t = time.perf_counter()
         train, val, mean, std = _spill(blocks(), y, np.asarray(split), folder, dtype, rng)
+        train.shuffle(rng)
+        head.streaming_ = {"parts": train.num_parts, "rows_per_part": int(train.rows.max()),
+                           "shuffle_s": round(time.perf_counter() - t, 3)}
+        t = time.perf_counter()
         head.mean_, head.scale_ = mean, std
         state = SoftmaxState(c, train.dim, head.learning_rate, head.l2, rng)
         n = int(train.rows.sum())
@@ -182,6 +207,7 @@ def fit_streamed(blocks: Callable[[], Iterator[tuple[int, np.ndarray]]], y: np.n
                 emit("epoch", **{k: (round(float(v), 6) if isinstance(v, float) else v) for k, v in record.items()})
                 if stop:
                     break
+        head.streaming_["epochs_s"] = round(time.perf_counter() - t, 3)
     head.n_epochs_ = len(head.history_)
     W, b = stopper.best_state if stopper.best_state is not None else state.snapshot()
     head.best_epoch_ = stopper.best_epoch if stopper.best_state is not None else head.n_epochs_

@@ -271,6 +271,7 @@ def train_from_features(config, *, cache_dir=None, progress=None):
                          "from_cache": int(len(y)), "dim": int(head.coef_.shape[1])},
             "head": {"type": "softmax", "epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_,
                      "learning_rate": config.learning_rate, "l2": config.l2, "history": head.history_,
+                     "streaming": head.streaming_,
                      "shipped": "fitted on the train split by mini-batches streamed from the Parquet features, "
                                 "early-stopped on the validation split (not refitted)"},
             "config": {"val_split": config.val_split, "epochs": config.epochs, "seed": config.seed,

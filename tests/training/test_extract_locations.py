@@ -178,6 +178,7 @@ def s3(monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow  # moto's server, four extracts and two trainings: the full suite
 def test_an_s3_prefix_round_trips(data, tmp_path, s3, capsys):
     fs, query = s3
     uri = f"s3://edgetl-test/runs/feats?{query}"

@@ -119,11 +119,19 @@ def test_train_from_features_gives_a_working_bundle(extracted, capsys):
     proba = Predictor(str(root / "run")).predict_proba([r["path"] for r in rows])
     labels = (root / "run" / "labels.txt").read_text().split()
     assert [labels[i] for i in proba.argmax(axis=1)] == [r["predicted"] for r in rows]
-    # The in-memory run on the same images, layer and size lands within a few points.
+
+
+@pytest.mark.slow  # a second whole run: the full suite
+def test_train_from_features_is_as_accurate_as_the_folder_run(extracted):
+    from edgetl.cli import main
+
+    root, settings = extracted
+    assert main(["train", str(root / "feats"), "--out", str(root / "streamed"), "--image-size", "32"]) == 0
     assert main(["train", *settings, "--out", str(root / "ram")]) == 0
-    ram = json.loads((root / "ram" / "metrics.json").read_text())
+    streamed, ram = (json.loads((root / run / "metrics.json").read_text()) for run in ("streamed", "ram"))
     assert ram["features"]["extracted"] == 0  # extract filled the cache train uses
-    assert abs(ram["val_accuracy"] - m["val_accuracy"]) <= 0.06
+    assert streamed["counts"]["val"] == ram["counts"]["val"]
+    assert abs(ram["val_accuracy"] - streamed["val_accuracy"]) <= 0.06
 
 
 def test_train_from_features_refusals(extracted, capsys, tmp_path):
@@ -144,6 +152,7 @@ def test_train_from_features_refusals(extracted, capsys, tmp_path):
     assert not any(os.path.exists(tmp_path / name) for name in "abcd")
 
 
+@pytest.mark.slow  # every tap at two sizes extracted, then a search: the full suite
 def test_train_from_features_searches_what_was_extracted_on_a_sample(extracted, capsys):
     """Every tap at two sizes extracted: the folder path's search picks among
     them on a stratified sample (stated), then the chosen head is streamed."""

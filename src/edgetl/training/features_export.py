@@ -30,7 +30,7 @@ see :mod:`edgetl.features.location`).
   one URI at once are not stopped.
 
 Either way: **a FEATURES location is complete iff its manifest.json
-exists**; readers check it (:func:`read_manifest`) and treat Parquet files
+exists**; readers check it (``features.parquet.read_manifest``) and treat Parquet files
 without one as the leftovers of an extract that did not finish."""
 
 from __future__ import annotations

@@ -30,12 +30,15 @@ What it measures, all in one run, on this machine:
    functions: ``scan_folder(root)`` (the listing, and its cross-class
    duplicate check: every file here has the same size, so every file is
    hashed there too: the worst case), then the hashing pass of
-   ``extract_all`` (``_read_and_hash`` over a 2-thread pool, ``_Pass``,
-   ``_misses`` against an empty cache) and the Ray engine's chunk rows
-   (``ray_engine._chunk_rows``: what ``ray.data.from_items`` is handed).
-   ``ru_maxrss`` is read after each stage (a running peak).
-   Not run: the extraction of 1M images itself, nor ``ray.data.from_items``
-   (its rows go to Ray's object store, another process).
+   ``extract_all`` (``_hash_listing``: ``_read_and_hash`` over a 2-thread
+   pool, a window at a time; ``_Pass``, ``_misses`` against an empty
+   FeatureCache) and the Ray engine's chunks (``ray_engine._pass_plan``:
+   what the engine puts in Ray's object store, once per pass, and its
+   pickle as ``ray.put`` serialises it: protocol 5, numpy arrays out of
+   band; the dataset's rows are only chunk numbers). ``ru_maxrss`` is read
+   after each stage (a running peak).
+   Not run: the extraction of 1M images itself, nor ``ray.put`` (the plan
+   goes to Ray's object store, another process).
 
 3. **Bit-identical.** The two engines' Parquet files from part 1, compared
    row by row by ``key``.
@@ -210,32 +213,38 @@ def write_tiny_files(root: str, n: int, classes: int = 100) -> None:
 
 
 CHILD = r"""
-import json, resource, sys, time, types
+import json, pickle, resource, shutil, sys, tempfile, time, types
 from concurrent.futures import ThreadPoolExecutor
 def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out = {}
 t = time.perf_counter()
 from edgetl.data.folder import scan_folder
-from edgetl.features.extract import _Pass, _hash_all, _misses
-from edgetl.features.ray_engine import _chunk_rows
+from edgetl.data.paths import as_path_list
+from edgetl.features.cache import FeatureCache
+from edgetl.features.extract import _Pass, _hash_listing, _misses
+from edgetl.features.ray_engine import _pass_plan
 out["imports"] = {"s": time.perf_counter() - t, "peak_rss_mb": peak()}
 t = time.perf_counter()
 folder = scan_folder(sys.argv[1])
 out["scan_folder"] = {"s": time.perf_counter() - t, "peak_rss_mb": peak(), "files": len(folder.paths),
-                      "duplicates": len(folder.duplicates)}
+                      "duplicates": len(folder.duplicates), "listing_mb": folder.paths.nbytes() / 2**20}
 t = time.perf_counter()
-paths = list(folder.paths)  # as extract_many
-keys = []
+paths = as_path_list(folder.paths)  # as extract_many (the scan's PathList itself)
 with ThreadPoolExecutor(2) as pool:  # extract_all: num_workers (2) threads, hashed a window at a time
-    for path, (key, err) in zip(paths, _hash_all(pool, paths)):
-        keys.append(key)
+    keys, skipped = _hash_listing(pool, paths)
 state = _Pass(keys)
-empty = types.SimpleNamespace(cache=set(), batch_size=32)  # an empty feature cache: every image a miss
+cache_dir = tempfile.mkdtemp(prefix="edgetl-bench-cache-", dir="/tmp")
+empty = types.SimpleNamespace(cache=FeatureCache(cache_dir), batch_size=32)  # an empty cache: every image a miss
 misses = _misses([empty], state)
 out["hash_pass"] = {"s": time.perf_counter() - t, "peak_rss_mb": peak(), "misses": len(misses)}
 t = time.perf_counter()
-rows = _chunk_rows([empty], paths, misses, state)
-out["ray_chunk_rows"] = {"s": time.perf_counter() - t, "peak_rss_mb": peak(), "rows": len(rows)}
+plan = _pass_plan([empty], paths, misses, state)  # what the Ray engine puts in the object store, once
+buffers = []  # as ray.put serialises it: pickle 5, numpy arrays out of band (not copied into the stream)
+blob = len(pickle.dumps(plan, protocol=5, buffer_callback=buffers.append))
+out["ray_chunk_rows"] = {"s": time.perf_counter() - t, "peak_rss_mb": peak(), "rows": len(plan),
+                         "plan_mb": (blob + sum(b.raw().nbytes for b in buffers)) / 2**20,
+                         "plan_in_band_mb": blob / 2**20}
+shutil.rmtree(cache_dir)
 print(json.dumps(out))
 """
 

@@ -100,9 +100,135 @@ def read_shard(path: str, dim: int | None = None) -> tuple[np.ndarray | None, np
     return keys, feats, None
 
 
+VOID_KEY = f"V{KEY_BYTES}"  # a key as one numpy scalar: sorts and compares as its 32 bytes
+
+
+def as_void(rows) -> np.ndarray:
+    """(M, 32) uint8 keys as M void scalars (sortable, comparable; ``tolist()`` gives bytes)."""
+    return np.ascontiguousarray(rows, np.uint8).reshape(-1, KEY_BYTES).view(VOID_KEY).reshape(-1)
+
+
+def key_rows(keys) -> np.ndarray:
+    """Keys as (M, 32) uint8: an array as it is, an iterable of 32-byte bytes joined."""
+    if isinstance(keys, np.ndarray):
+        return np.ascontiguousarray(keys, np.uint8).reshape(-1, KEY_BYTES)
+    keys = list(keys)
+    for key in keys:
+        if len(key) != KEY_BYTES:
+            raise KeyError(key)
+    return np.frombuffer(b"".join(keys), np.uint8).reshape(-1, KEY_BYTES)
+
+
+def _prefixes(keys: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each key (void scalars) as a native uint64: the
+    same order as the keys' (big-endian), and ten times faster to search."""
+    return np.ascontiguousarray(keys).view(np.uint8).reshape(-1, KEY_BYTES)[:, :8].copy().view(">u8").reshape(-1) \
+        .astype(np.uint64)
+
+
+class _KeyIndex:
+    """sha256 key -> row of the cache (rows numbered across its blocks), ~50
+    bytes a key where a dict of bytes took ~190: the keys sorted as one numpy
+    array (with their first 8 bytes as uint64, what ``searchsorted`` looks
+    through), and a dict of the keys added since the last merge (merged once
+    it holds a quarter as many). A key added again maps to its latest row."""
+
+    MIN_MERGE = 4096
+
+    def __init__(self):
+        self._sorted = np.zeros(0, VOID_KEY)
+        self._prefix = np.zeros(0, np.uint64)
+        self._rows = np.zeros(0, np.int64)
+        self._recent: dict[bytes, int] = {}
+
+    def build(self, blocks: list[tuple[np.ndarray, int]]) -> None:
+        """Every (keys, first row) at once, as a cache is opened."""
+        self.merge()
+        keys = [as_void(k) for k, _ in blocks]
+        rows = [np.arange(first, first + len(k), dtype=np.int64) for k, first in blocks]
+        self._set(np.concatenate([self._sorted, *keys]), np.concatenate([self._rows, *rows]))
+
+    def _set(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")  # equal keys: the older first
+        keys, rows = keys[order], rows[order]
+        last = np.ones(len(keys), bool)
+        last[:-1] = keys[1:] != keys[:-1]  # of equal keys, the newest wins
+        self._sorted, self._rows = keys[last], rows[last]
+        self._prefix = _prefixes(self._sorted)
+
+    def add(self, keys: np.ndarray, first_row: int) -> None:
+        for row, key in enumerate(as_void(keys).tolist(), first_row):
+            self._recent[key] = row
+        if len(self._recent) > max(self.MIN_MERGE, len(self._sorted) // 4):
+            self.merge()
+
+    def merge(self) -> None:
+        if self._recent:
+            recent, self._recent = self._recent, {}
+            self._set(np.concatenate([self._sorted, np.array(list(recent), VOID_KEY)]),
+                      np.concatenate([self._rows, np.fromiter(recent.values(), np.int64, len(recent))]))
+
+    def __len__(self) -> int:
+        self.merge()
+        return len(self._sorted)
+
+    def __iter__(self):
+        """Every key (bytes), in sorted order."""
+        self.merge()
+        keys = self._sorted
+        for lo in range(0, len(keys), 4096):
+            yield from keys[lo : lo + 4096].tolist()
+
+    def find(self, key: bytes) -> int:
+        """The row of one key, -1 when absent."""
+        row = self._recent.get(key)
+        if row is not None:
+            return row
+        n = len(self._sorted)
+        if len(key) != KEY_BYTES or not n:
+            return -1
+        prefix = np.uint64(int.from_bytes(key[:8], "big"))
+        pos = int(self._prefix.searchsorted(prefix))
+        while pos < n and self._prefix[pos] == prefix:  # more than one only when first 8 bytes agree
+            if self._sorted[pos].tobytes() == key:
+                return int(self._rows[pos])
+            pos += 1
+        return -1
+
+    def _search(self, probe: np.ndarray) -> np.ndarray:
+        """Rows of void keys in the sorted part, -1 where absent."""
+        out = np.full(len(probe), -1, np.int64)
+        if not len(self._sorted) or not len(probe):
+            return out
+        prefix = _prefixes(probe)
+        pos = np.minimum(np.searchsorted(self._prefix, prefix), len(self._sorted) - 1)
+        hit = self._sorted[pos] == probe
+        # Two keys whose first 8 bytes agree (rare): the probe may sit further on; an exact search finds it.
+        again = np.flatnonzero(~hit & (self._prefix[pos] == prefix))
+        if len(again):
+            pos[again] = np.minimum(np.searchsorted(self._sorted, probe[again]), len(self._sorted) - 1)
+            hit[again] = self._sorted[pos[again]] == probe[again]
+        out[hit] = self._rows[pos[hit]]
+        return out
+
+    def find_many(self, keys: np.ndarray) -> np.ndarray:
+        """The rows of (M, 32) uint8 keys, -1 where absent."""
+        probe = as_void(keys)
+        if self._recent and len(probe) > len(self._sorted) // 4:
+            self.merge()  # about as cheap as looking every probe up in the dict
+        out = self._search(probe)
+        if self._recent:
+            for j, key in enumerate(probe.tolist()):
+                row = self._recent.get(key)
+                if row is not None:
+                    out[j] = row
+        return out
+
+
 class FeatureCache:
     """``dim``: the width of a feature row (None: taken from the first
-    shard); a shard of another width is a miss."""
+    shard); a shard of another width is a miss. Keys: 32-byte sha256, as
+    ``bytes`` or as the rows of an (M, 32) uint8 array."""
 
     def __init__(self, folder: str, flush_rows: int = 512, dim: int | None = None):
         self.folder = folder
@@ -110,11 +236,12 @@ class FeatureCache:
         self.dim = dim
         os.makedirs(folder, exist_ok=True)
         sweep_dead_writers(folder)
-        self._index: dict[bytes, tuple[int, int]] = {}
+        self._index = _KeyIndex()
         self._blocks: list[np.ndarray] = []
+        self._block_starts = [0]  # the first row of each block, then the row after the last
         self._pending_keys: list[bytes] = []
         self._pending_feats: list[np.ndarray] = []
-        bad = []
+        bad, loaded = [], []
         for path in sorted(glob.glob(os.path.join(glob.escape(folder), "shard-*.npz"))):
             keys, feats, why = read_shard(path, self.dim)
             if why:
@@ -122,7 +249,8 @@ class FeatureCache:
                 self._discard(path)
                 continue
             self.dim = feats.shape[1]
-            self._add_block(keys, feats)
+            loaded.append((keys, self._add_block(feats)))
+        self._index.build(loaded)  # one sort for every shard
         if bad:
             log.warning("feature cache %s: %d shard(s) could not be trusted and were removed (%s); their images "
                         "are extracted again", folder, len(bad), "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
@@ -135,26 +263,45 @@ class FeatureCache:
         except OSError:
             pass  # a read-only cache: it stays a miss on every run
 
-    def _add_block(self, keys: np.ndarray, feats: np.ndarray) -> None:
-        block = len(self._blocks)
+    def _add_block(self, feats: np.ndarray) -> int:
+        """Appends a block of rows; returns the number of its first row."""
+        first = self._block_starts[-1]
         self._blocks.append(feats)
-        for row, key in enumerate(keys):
-            self._index[bytes(key)] = (block, row)
+        self._block_starts.append(first + len(feats))
+        return first
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._index
+        return key is not None and self._index.find(bytes(key)) >= 0
+
+    def contains(self, keys) -> np.ndarray:
+        """Whether each key is cached, as a bool array (one numpy search for all)."""
+        return self._index.find_many(key_rows(keys)) >= 0
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def get(self, keys: list[bytes]) -> np.ndarray:
-        rows = [self._index[k] for k in keys]
-        if not rows:
+    def num_pending(self) -> int:
+        """Rows put but not yet flushed (not yet found by ``in``, ``contains`` or ``get``)."""
+        return len(self._pending_keys)
+
+    def get(self, keys) -> np.ndarray:
+        """The rows of ``keys`` (bytes, or an (M, 32) uint8 array), in order;
+        KeyError for a key not cached."""
+        keys = key_rows(keys)
+        rows = self._index.find_many(keys)
+        if not len(rows):
             return np.zeros((0, 0), np.float32)
-        dim = self._blocks[rows[0][0]].shape[1]
-        out = np.empty((len(rows), dim), np.float32)
-        for i, (block, row) in enumerate(rows):
-            out[i] = self._blocks[block][row]
+        if (rows < 0).any():
+            raise KeyError(keys[int(np.argmax(rows < 0))].tobytes())
+        starts = np.asarray(self._block_starts, np.int64)
+        block = np.searchsorted(starts, rows, side="right") - 1
+        out = np.empty((len(rows), self._blocks[int(block[0])].shape[1]), np.float32)
+        order = np.argsort(block, kind="stable")  # gathered block by block
+        bounds = np.flatnonzero(np.diff(block[order], prepend=-1, append=len(self._blocks)))
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            where = order[lo:hi]
+            b = int(block[where[0]])
+            out[where] = self._blocks[b][rows[where] - starts[b]]
         return out
 
     def put(self, keys: list[bytes], feats: np.ndarray) -> None:
@@ -181,5 +328,5 @@ class FeatureCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise storage_error(exc, "the feature cache", self.folder) from None
-        self._add_block(keys, feats)
+        self._index.add(keys, self._add_block(feats))
         self._pending_keys, self._pending_feats = [], []

@@ -30,6 +30,7 @@ from ..export.backbone_onnx import INPUT_NAME, BackboneGraph
 from ..runtime.session import make_session
 from ..zoo import ALL_TAPS, FINAL_TAP
 from .cache import FeatureCache
+from .keys import KeyArray
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Extraction:
     num_cached: int = 0
     # Taps graph: where each tap sits in a row ({"final": all of it} otherwise).
     tap_slices: dict[str, slice] = field(default_factory=dict)
-    keys: list = field(default_factory=list)  # sha256 of each row's image (what keys the cache)
+    keys: KeyArray | list = field(default_factory=list)  # sha256 of each row's image (what keys the cache)
 
     def tap(self, name: str) -> np.ndarray:
         """The features of tap ``name`` (``"final"``: the backbone's features;
@@ -163,21 +164,29 @@ MAX_PASSES = 3  # a file replaced mid-run is read again; one that changes at eve
 class _Pass:
     """What the passes over the cache misses share."""
 
-    keys: list  # sha256 per path (None: unreadable at hashing); a file replaced since: its new content's
+    keys: KeyArray  # sha256 per path (None: unreadable at hashing); a file replaced since: its new content's
     failed: dict = field(default_factory=dict)  # sha256 -> why those bytes do not decode (every copy skipped)
     lost: dict = field(default_factory=dict)  # position -> why that file could not be read again
     extracted: set = field(default_factory=set)  # sha256 of what was run
 
+    def usable(self) -> np.ndarray:
+        """Whether each position has a key, whose bytes decode, and whose file was read again when asked."""
+        ok = self.keys.known.copy()
+        ok[self.keys.where_in(self.failed)] = False
+        if self.lost:
+            ok[np.fromiter(self.lost, np.int64, len(self.lost))] = False
+        return ok
 
-def _misses(extractors: list[FeatureExtractor], state: _Pass) -> list[int]:
-    """One position per distinct image some cache lacks (identical images are extracted once)."""
-    todo: dict[bytes, int] = {}
-    for i, key in enumerate(state.keys):
-        if key is None or key in todo or key in state.failed or i in state.lost:
-            continue
-        if any(key not in e.cache for e in extractors):
-            todo[key] = i
-    return list(todo.values())
+
+def _misses(extractors: list[FeatureExtractor], state: _Pass) -> np.ndarray:
+    """One position per distinct image some cache lacks (identical images are
+    extracted once: the first position of each), ascending."""
+    first = state.keys.first_of_each(np.flatnonzero(state.usable()))
+    rows = state.keys.rows if len(first) == len(state.keys) else state.keys.rows[first]  # all: as they are
+    lacking = np.zeros(len(first), bool)
+    for extractor in extractors:
+        lacking |= ~extractor.cache.contains(rows)
+    return first[lacking]
 
 
 def _check_finite(extractor: FeatureExtractor, feats: np.ndarray, paths: list[str]) -> None:
@@ -222,24 +231,24 @@ def _take(extractors: list[FeatureExtractor], paths: list[str], chunk: list[int]
     for extractor, batch in zip(extractors, batches):
         if batch is None:
             continue
-        need = [j for j, k in enumerate(chunk_keys) if k not in extractor.cache]
+        need = np.flatnonzero(~extractor.cache.contains(chunk_keys)).tolist()
         if need:
             feats = extractor.run_batch(batch[need] if len(need) < len(ok) else batch)
             store(extractor, [chunk_keys[j] for j in need], feats, [paths[chunk[ok[j]]] for j in need], state)
 
 
-def _run_pass(extractors: list[FeatureExtractor], paths: list[str], misses: list[int], state: _Pass, pool,
+def _run_pass(extractors: list[FeatureExtractor], paths: list[str], misses: np.ndarray, state: _Pass, pool,
               bar, rate: Rate) -> None:
     """Decode ``misses`` in worker threads a few batches ahead of ONNX Runtime, and run them."""
     batch_size, num_workers = extractors[0].batch_size, extractors[0].num_workers
-    chunks = [misses[i : i + batch_size] for i in range(0, len(misses), batch_size)]
+    num_chunks = -(-len(misses) // batch_size)
     specs = [e.graph.input_spec for e in extractors]
     queue: deque = deque()
     next_chunk = 0
     try:
-        while next_chunk < len(chunks) or queue:
-            while next_chunk < len(chunks) and len(queue) < num_workers + 1:
-                chunk = chunks[next_chunk]
+        while next_chunk < num_chunks or queue:
+            while next_chunk < num_chunks and len(queue) < num_workers + 1:
+                chunk = [int(i) for i in misses[next_chunk * batch_size : (next_chunk + 1) * batch_size]]
                 queue.append((chunk, pool.submit(_prepare_many, [paths[i] for i in chunk], specs)))
                 next_chunk += 1
             chunk, future = queue.popleft()
@@ -253,9 +262,9 @@ def _run_pass(extractors: list[FeatureExtractor], paths: list[str], misses: list
 
 def _skipped(paths: list[str], state: _Pass) -> list[dict]:
     out = [{"path": paths[i], "reason": reason} for i, reason in sorted(state.lost.items())]
-    for i, key in enumerate(state.keys):
-        if key in state.failed and i not in state.lost:  # every copy of a bad file, not only the one decoded
-            out.append({"path": paths[i], "reason": state.failed[key]})
+    for i in state.keys.where_in(state.failed).tolist():  # every copy of a bad file, not only the one decoded
+        if i not in state.lost:
+            out.append({"path": paths[i], "reason": state.failed[state.keys[i]]})
     return out
 
 
@@ -271,6 +280,18 @@ def _hash_all(pool, paths: list[str]):
         yield from pool.map(_read_and_hash, paths[start : start + HASH_WINDOW])
 
 
+def _hash_listing(pool, paths: list[str]) -> tuple[KeyArray, list[dict]]:
+    """Every path's sha256, as a KeyArray (no Python object per file), and
+    the files that could not be read, with their reasons."""
+    keys, skipped = KeyArray(len(paths)), []
+    for i, (key, err) in enumerate(_hash_all(pool, paths)):
+        if key is not None:
+            keys[i] = key
+        if err:
+            skipped.append({"path": paths[i], "reason": err})
+    return keys, skipped
+
+
 def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: bool | None = None,
                 desc: str = "features", run_pass=None) -> list[Extraction]:
     """One :class:`Extraction` per extractor, for the same ``paths``: each
@@ -281,39 +302,34 @@ def extract_all(extractors: list[FeatureExtractor], paths: list[str], progress: 
     ``run_pass``: how one pass over the cache misses is run (the engine):
     ``_run_pass`` in this process by default; ``ray_engine`` on Ray Data."""
     run_pass = run_pass or _run_pass
-    skipped: list[dict] = []
     with ThreadPoolExecutor(extractors[0].num_workers) as pool:
-        keys: list[bytes | None] = []
-        for path, (key, err) in zip(paths, _hash_all(pool, paths)):
-            keys.append(key)
-            if err:
-                skipped.append({"path": path, "reason": err})
+        keys, skipped = _hash_listing(pool, paths)
         state = _Pass(keys)
         misses = _misses(extractors, state)
-        num_cached = sum(1 for k in keys if k is not None) - len(misses)
+        num_cached = int(keys.known.sum()) - len(misses)
         bar = tqdm(total=len(misses), desc=desc, unit="img", disable=not show_progress(progress), leave=False)
         rate = Rate("extract", len(misses), cached=num_cached)
         for _ in range(MAX_PASSES):
-            if not misses:
+            if not len(misses):
                 break
             run_pass(extractors, paths, misses, state, pool, bar, rate)
             misses = _misses(extractors, state)
             bar.total += len(misses)
             rate.total += len(misses)
         bar.close()
-    for i in misses:  # still not extracted after MAX_PASSES reads: it changes faster than it is read
+    for i in misses.tolist():  # still not extracted after MAX_PASSES reads: it changes faster than it is read
         state.lost[i] = "changed every time it was read; run again once it stays put"
     skipped += _skipped(paths, state)
     for item in skipped:
         log.warning("skipped %s: %s", item["path"], item["reason"])
-    ok_rows = np.asarray([i for i, k in enumerate(keys) if k is not None and k not in state.failed
-                          and i not in state.lost], np.int64)
+    ok_rows = np.flatnonzero(state.usable()).astype(np.int64)
+    ok_keys = keys.take(ok_rows)
     out = []
     for extractor in extractors:
-        feats = extractor.cache.get([keys[i] for i in ok_rows]) if len(ok_rows) else np.zeros((0, 0), np.float32)
+        feats = extractor.cache.get(ok_keys.rows) if len(ok_rows) else np.zeros((0, 0), np.float32)
         graph = extractor.graph
         slices = graph.tap_slices() if graph.taps else {FINAL_TAP: slice(0, feats.shape[1])}
         # Failed decodes are retried next time; they are not 'extracted'.
         out.append(Extraction(feats, ok_rows, list(skipped), num_extracted=len(state.extracted),
-                              num_cached=num_cached, tap_slices=slices, keys=[keys[i] for i in ok_rows]))
+                              num_cached=num_cached, tap_slices=slices, keys=ok_keys))
     return out

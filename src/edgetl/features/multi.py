@@ -9,6 +9,7 @@ run, finds everything cached)."""
 
 from __future__ import annotations
 
+from ..data.paths import as_path_list
 from .extract import Extraction, FeatureExtractor, extract_all
 
 
@@ -20,4 +21,5 @@ def extract_many(graphs: list, paths: list[str], cache_dir: str | None = None, b
     # Sessions take turns: without spinning, one's idle workers do not starve the next.
     extractors = [FeatureExtractor(g, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
                                    num_threads=num_threads, spinning=len(graphs) == 1) for g in graphs]
-    return extract_all(extractors, list(paths), progress, desc, run_pass)
+    # A PathList (a list given is made one): a million paths cost tens of MB, not a Python object each.
+    return extract_all(extractors, as_path_list(paths), progress, desc, run_pass)

@@ -6,7 +6,11 @@ dataset of one row per chunk, ``map_batches`` hands each to an actor
 (``_Worker``: one ONNX Runtime session per graph, built once per actor by
 the same ``FeatureExtractor`` code) that reads, hashes, decodes and
 preprocesses the chunk with ``_prepare_many`` and runs it, and the driver
-streams the per-image rows back. The driver keeps what the in-process
+streams the per-image rows back. The dataset's rows are only chunk
+numbers: what a chunk holds (positions, paths, keys as listed,
+which graphs hold each) is the pass's ``_PassPlan``, a few numpy arrays put
+in Ray's object store once and read by every actor; the driver never holds
+a Python object per image for Ray (a million images: ~60 MB, not ~1 GB). The driver keeps what the in-process
 engine keeps: the listing and hashes, the bookkeeping of unreadable and
 changed files (``note_decoded``) and the one FeatureCache, into which it
 puts every row (shards written atomically as always). So the features are
@@ -23,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.paths import PathList, as_path_list
 from ..errors import MissingExtraError
 from .extract import FeatureExtractor, _prepare_many, note_decoded, store
 
@@ -49,18 +55,66 @@ def import_ray():
     return ray
 
 
-class _Worker:
-    """One Ray Data actor: the graphs' sessions, built once; each call is one
-    chunk (a row of paths) in, one row per image out."""
+@dataclass
+class _PassPlan:
+    """One pass's chunks, compact: chunk ``j`` is the misses
+    ``[j * size, (j + 1) * size)``: their positions in the listing, paths,
+    keys as listed ((M, 32) uint8) and which graphs already hold each (a bit
+    per graph)."""
 
-    def __init__(self, graphs: list, num_threads: int | None, spinning: bool):
+    size: int
+    index: np.ndarray
+    paths: PathList
+    keys: np.ndarray
+    have: np.ndarray
+
+    def __len__(self) -> int:
+        return -(-len(self.index) // self.size)
+
+    def row(self, j: int) -> dict:
+        """Chunk ``j`` as the worker reads it: lists of positions, paths, keys (bytes), bits."""
+        part = slice(j * self.size, (j + 1) * self.size)
+        return {"i": self.index[part].tolist(), "path": list(self.paths[part]),
+                "key": [k.tobytes() for k in self.keys[part]], "have": self.have[part].tolist()}
+
+
+def _pass_plan(extractors, paths, misses, state) -> _PassPlan:
+    """The pass's chunks as a _PassPlan (no Python object per miss)."""
+    misses = np.asarray(misses, np.int64)
+    every = len(misses) == len(paths)  # a first run: every position, in order (ray.put copies; no copy here)
+    keys = state.keys.rows if every else state.keys.rows[misses]
+    have = np.zeros(len(misses), np.uint8 if len(extractors) <= 8 else np.int64)
+    for g, extractor in enumerate(extractors):
+        have |= extractor.cache.contains(keys).astype(have.dtype) << g
+    if isinstance(paths, PathList):
+        listed = paths if every else paths.take(misses)
+    else:
+        listed = as_path_list([paths[i] for i in misses])
+    return _PassPlan(extractors[0].batch_size, misses, listed, keys, have)
+
+
+def _chunk_rows(plan: _PassPlan):
+    """The plan's chunks as rows, one at a time (what each actor call reads)."""
+    for j in range(len(plan)):
+        yield plan.row(j)
+
+
+class _Worker:
+    """One Ray Data actor: the graphs' sessions, built once, and the pass's
+    plan (``plan``: [its ObjectRef], read once); each call is one chunk
+    number in, one row per image out."""
+
+    def __init__(self, graphs: list, num_threads: int | None, spinning: bool, plan: list):
+        import ray
+
         self.extractors = [FeatureExtractor(g, num_threads=num_threads, spinning=spinning, use_cache=False)
                            for g in graphs]
         self.specs = [g.input_spec for g in graphs]
+        self.plan = ray.get(plan[0]) if isinstance(plan[0], ray.ObjectRef) else plan[0]
 
     def __call__(self, batch: dict) -> dict:
-        index, paths = list(batch["i"][0]), [str(p) for p in batch["path"][0]]
-        listed, have = [bytes(k) for k in batch["key"][0]], [int(h) for h in batch["have"][0]]
+        row = self.plan.row(int(batch["id"][0]))
+        index, paths, listed, have = row["i"], row["path"], row["key"], row["have"]
         batches, ok, digests, errors = _prepare_many(paths, self.specs)
         n = len(paths)
         out = {"i": np.asarray(index, np.int64), "digest": _objects([d or b"" for d in digests]),
@@ -85,19 +139,6 @@ def _objects(items: list) -> np.ndarray:
     return out
 
 
-def _chunk_rows(extractors, paths, misses, state) -> list[dict]:
-    """The pass's chunks as dataset rows: positions, paths, the keys as
-    listed and which graphs already hold each (a bit per graph)."""
-    size = extractors[0].batch_size
-    rows = []
-    for start in range(0, len(misses), size):
-        chunk = misses[start : start + size]
-        keys = [state.keys[i] for i in chunk]
-        have = [sum(1 << g for g, e in enumerate(extractors) if k in e.cache) for k in keys]
-        rows.append({"i": chunk, "path": [paths[i] for i in chunk], "key": keys, "have": have})
-    return rows
-
-
 def _take_rows(extractors, paths, out: dict, state, stored: list[set]) -> int:
     """One streamed batch of per-image rows: bookkeeping, then each graph's
     new rows into its cache (a key already stored, e.g. by a retried batch,
@@ -107,11 +148,13 @@ def _take_rows(extractors, paths, out: dict, state, stored: list[set]) -> int:
     errors = [(pos, str(e), bool(out["by_content"][pos])) for pos, e in enumerate(out["error"]) if e]
     note_decoded(paths, chunk, digests, errors, state)
     failed = {pos for pos, _, _ in errors}
+    chunk_keys = [state.keys[i] for i in chunk]  # misses: every one was hashed
     for g, extractor in enumerate(extractors):
+        cached = extractor.cache.contains(chunk_keys).tolist()
         keys, rows, where = [], [], []
         for pos, blob in enumerate(out[f"f{g}"]):
-            key = state.keys[chunk[pos]]
-            if not blob or pos in failed or key in extractor.cache or key in stored[g]:
+            key = chunk_keys[pos]
+            if not blob or pos in failed or cached[pos] or key in stored[g]:
                 continue
             stored[g].add(key)
             keys.append(key)
@@ -119,20 +162,29 @@ def _take_rows(extractors, paths, out: dict, state, stored: list[set]) -> int:
             where.append(paths[chunk[pos]])
         if keys:
             store(extractor, keys, np.stack(rows), where, state)
+        if not extractor.cache.num_pending():
+            stored[g].clear()  # all in the cache's index now: the set stays a chunk or two long, not a listing
     return len(chunk)
 
 
 def _run_on_ray(ray, extractors, paths, misses, state, bar, rate) -> None:
-    rows = _chunk_rows(extractors, paths, misses, state)
-    if not rows:
+    plan = _pass_plan(extractors, paths, misses, state)
+    num_chunks = len(plan)
+    if not num_chunks:
         return
     graphs = [e.graph for e in extractors]
     spinning = len(graphs) == 1  # as extract_many: sessions that take turns do not spin
-    num_actors = max(1, min(len(rows), int(ray.available_resources().get("CPU", 1) // ACTOR_CPUS)))
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+    num_actors = max(1, min(num_chunks, int(ray.available_resources().get("CPU", 1) // ACTOR_CPUS)))
+    plan_ref = ray.put(plan)  # once, in the object store: each actor reads it once
+    del plan
+    # Rows of chunk numbers only, made here: with ray.data.range (read tasks, each wanting a CPU) a pool
+    # of as many actors as CPUs got no rows and the run hung (seen on 2 CPUs).
+    numbers = [{"id": j} for j in range(num_chunks)]
+    dataset = ray.data.from_items(numbers, override_num_blocks=num_chunks).map_batches(
         _Worker, batch_size=1, batch_format="numpy", num_cpus=ACTOR_CPUS,
         compute=ray.data.ActorPoolStrategy(size=num_actors),
-        fn_constructor_kwargs={"graphs": graphs, "num_threads": ACTOR_CPUS, "spinning": spinning})
+        fn_constructor_kwargs={"graphs": graphs, "num_threads": ACTOR_CPUS, "spinning": spinning,
+                               "plan": [plan_ref]})
     stored: list[set] = [set() for _ in extractors]
     try:
         for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):

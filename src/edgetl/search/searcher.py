@@ -68,7 +68,7 @@ class Search:
         from ..features.engines import extract_graphs
 
         t = time.perf_counter()
-        out = extract_graphs([self.graphs[s] for s in self.extract_sizes], list(paths), cache_dir=self.cache_dir,
+        out = extract_graphs([self.graphs[s] for s in self.extract_sizes], paths, cache_dir=self.cache_dir,
                              engine=engine, ray_address=ray_address, progress=progress, desc="extracting features")
         self.features = dict(zip(self.extract_sizes, out))
         self.timings["features_s"] = time.perf_counter() - t

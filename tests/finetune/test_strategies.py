@@ -184,6 +184,7 @@ def test_cli_refuses_over_budget_before_any_work(digits_dir, tmp_path):
     assert not out.exists() and not os.path.exists(state_dir_for(str(out)))
 
 
+@pytest.mark.slow  # the plan of every strategy profiled: the full suite (the refusal before work stays)
 def test_plan_cli_json(digits_dir):
     res = subprocess.run([sys.executable, "-m", "edgetl.cli", "plan", digits_dir, "--max-memory-mb", "60", "--json"],
                          capture_output=True, text=True, timeout=300, check=True)

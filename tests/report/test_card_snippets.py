@@ -236,6 +236,7 @@ def test_imagenet_normalised_copy_with_ort_files(shared_run, odd_images, tmp_pat
     assert "ort_operators.json" in card and "`train_step.ort`" in card
 
 
+@pytest.mark.slow  # a whole grey train: the full suite (the colour card tests stay in the default one)
 def test_grey_bundle_card(tmp_path, odd_images):
     from conftest import make_shapes_folder
 

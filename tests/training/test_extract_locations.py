@@ -145,8 +145,9 @@ def test_float16_is_the_float32_features_rounded_in_smaller_files(data, tmp_path
 
 @pytest.mark.parametrize("out, needles", [
     ("nosuch://bucket/feats", ["nosuch://bucket/feats", "check the URI"]),
-    ("s3://bucket/feats?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1",
-     ["Cannot reach", "127.0.0.1:1", "credentials"]),
+    pytest.param("s3://bucket/feats?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1",
+                 ["Cannot reach", "127.0.0.1:1", "credentials"],
+                 marks=pytest.mark.slow),  # ~6 s of the AWS SDK's retries: the full suite
 ])
 def test_a_bad_or_unreachable_location_is_one_line_before_any_work(out, needles, data, monkeypatch, capsys):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

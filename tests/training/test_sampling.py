@@ -103,6 +103,7 @@ def test_sample_images_flag(tmp_path, capsys):
 
 # -- one real run above the threshold ---------------------------------------------------------
 
+@pytest.mark.slow  # a whole run: the full suite (the sampler and the split sample stay in the default one)
 def test_a_run_above_sample_images_samples_the_search_and_the_raw_pixel_baseline(tmp_path, monkeypatch, capsys):
     """Digit scans, 4 classes x 30, sample_images 40: the search and the
     raw-pixel baseline see 40 images, the head all 120. The search's k-fold

@@ -12,6 +12,7 @@ from edgetl.export import export_model
 from edgetl.export.coreml import inspect_coreml
 
 
+@pytest.mark.slow  # a Core ML conversion: the full suite
 def test_coreml_image_classifier_spec(bundle):
     run_dir, _ = bundle
     record = export_model(run_dir, "coreml", int8=True)

@@ -20,6 +20,7 @@ def _batch(run_dir, paths):
     return Predictor(run_dir).preprocess(paths)
 
 
+@pytest.mark.slow  # two TFLite conversions: the full suite
 def test_tflite_fp32_and_int8_run_and_agree_with_onnx(bundle):
     run_dir, images = bundle
     record = export_model(run_dir, "tflite", int8=True, images=images)

@@ -173,6 +173,7 @@ def test_budget_lowers_batch_size_and_refuses_with_what_fits():
         choose(BACKBONE, "full", 1000, 10, SPEC32, 32, 1, 0.2)
 
 
+@pytest.mark.slow  # profiles every strategy first: the full suite
 def test_cli_refuses_over_budget_before_any_work(digits_dir, tmp_path):
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "edgetl.cli", "train", digits_dir, "--out", str(out), "--strategy", "full",

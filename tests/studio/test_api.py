@@ -469,6 +469,7 @@ def _cell_expected(metrics: dict, data: str, true: str, pred: str) -> list[dict]
     return out
 
 
+@pytest.mark.slow  # a whole training (test_e2e trains through the page in the default suite)
 def test_a_real_training_end_to_end(digits_studio, tmp_path):
     import json
     import zipfile

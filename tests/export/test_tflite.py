@@ -9,6 +9,7 @@ import os
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from edgetl.export import export_model
 from edgetl.export.tflite import run_tflite

@@ -143,6 +143,19 @@ def _search(config, folder, cache_dir, timings: dict):
     return searcher, searching, budget, sizes
 
 
+def split_and_head_params(config, y: np.ndarray):
+    """(config with its l2 resolved, train rows, val rows, the search's
+    sample, the common head settings): what both head paths (a folder, or
+    Parquet features) derive from the labels the same way."""
+    train_idx, val_idx = stratified_split(y, config.val_split, config.seed)
+    sample = sample_splits(y, train_idx, val_idx, config.sample_images, config.seed)
+    if config.l2 is None:
+        config = config.replace(l2=HEAD_L2_PER_IMAGE / len(y))
+    head_params = {"epochs": config.epochs, "learning_rate": config.learning_rate, "l2": config.l2,
+                   "patience": config.patience, "seed": config.seed}
+    return config, train_idx, val_idx, sample, head_params
+
+
 def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record: dict | None = None) -> TrainResult:
     """``folder`` (a scanned ImageFolder) -> the bundle at ``config.out``."""
     from ..report import classification_metrics
@@ -161,12 +174,7 @@ def train_head(config, folder, *, cache_dir=None, progress=None, strategy_record
     used = folder.subset(extraction.ok)
     check_usable(used, config.data_dir)
     y = used.targets
-    train_idx, val_idx = stratified_split(y, config.val_split, config.seed)
-    sample = sample_splits(y, train_idx, val_idx, config.sample_images, config.seed)
-    if config.l2 is None:
-        config = config.replace(l2=HEAD_L2_PER_IMAGE / len(y))
-    head_params = {"epochs": config.epochs, "learning_rate": config.learning_rate, "l2": config.l2,
-                   "patience": config.patience, "seed": config.seed}
+    config, train_idx, val_idx, sample, head_params = split_and_head_params(config, y)
     fitted = _fit(searcher, y, train_idx, val_idx, sample, len(used.classes), config, head_params, timings)
     val_proba = fitted.head.predict_proba(fitted.X[val_idx])
     check_finite(f"lower --learning-rate (now {config.learning_rate:g}) and run again",

@@ -208,22 +208,15 @@ def _bundle_files(tmp_dir, config, src, tap, graph, head, y, train_idx, data_dir
 
 def _prepare(config, cache_dir, timings: dict):
     """Labels, splits, sample, the choice of (size, tap): what the fit needs."""
-    from ..data.folder import stratified_split
     from ..features.parquet import FeatureFile
-    from .config import HEAD_L2_PER_IMAGE
-    from .sampling import sample_splits
+    from .head_path import split_and_head_params
 
     first = FeatureFile(config.data_dir, config.image_size)
     data_dir = _data_dir(config, first.manifest)
     y = first.labels()
     if len(np.unique(y)) < 2:
         raise DataError(f"'{config.data_dir}' holds one class only; a classifier needs two or more")
-    train_idx, val_idx = stratified_split(y, config.val_split, config.seed)
-    sample = sample_splits(y, train_idx, val_idx, config.sample_images, config.seed)
-    if config.l2 is None:
-        config = config.replace(l2=HEAD_L2_PER_IMAGE / len(y))
-    head_params = {"epochs": config.epochs, "learning_rate": config.learning_rate, "l2": config.l2,
-                   "patience": config.patience, "seed": config.seed}
+    config, train_idx, val_idx, sample, head_params = split_and_head_params(config, y)
     t = time.perf_counter()
     src, tap, graph, searcher = _choose(config, first, y, sample, head_params, cache_dir)
     timings["search_s"] = time.perf_counter() - t
